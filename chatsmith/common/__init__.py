@@ -1,0 +1,1 @@
+"""Layer 0: configuration, devices, paths, logging, errors."""

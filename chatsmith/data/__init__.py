@@ -1,0 +1,1 @@
+"""Layer 2: corpora, synthetic tasks, token shards and loaders."""

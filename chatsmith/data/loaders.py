@@ -1,0 +1,119 @@
+"""Batches for training: a pretraining stream and packed SFT conversations.
+
+Both are deterministic functions of (data, seed, position), and both expose
+`state_dict()` / `load_state_dict()` so a resumed run continues with exactly the batch
+the interrupted run would have seen next.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class PretrainLoader:
+    """Reads B rows of T+1 consecutive tokens per step from a memory-mapped shard.
+
+    Rows tile the token stream in order (wrapping at the end), so one pass sees every
+    token once. Rank r of W takes every W-th row, so ranks never share data.
+    """
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, rank: int = 0, world: int = 1) -> None:
+        if tokens.size < seq_len + 2:
+            raise ValueError(f"only {tokens.size} tokens; need more than seq_len+1 = {seq_len + 1}")
+        self.tokens, self.B, self.T, self.rank, self.world = tokens, batch_size, seq_len, rank, world
+        self.n_rows = (tokens.size - 1) // seq_len
+        self.row = 0  # global row index of the next batch (all ranks together)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [(self.row + self.rank + self.world * i) % self.n_rows for i in range(self.B)]
+        self.row += self.B * self.world
+        buf = np.stack([self.tokens[r * self.T : r * self.T + self.T + 1] for r in rows]).astype(np.int64)
+        t = torch.from_numpy(buf)
+        return t[:, :-1], t[:, 1:]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"row": self.row}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.row = int(state["row"])
+
+
+def pack_conversations(
+    examples: list[tuple[list[int], list[int]]], seq_len: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Pack whole conversations into rows of seq_len+1 ids; returns (ids, targets, dropped).
+
+    A conversation never spans two rows (nothing of an answer is cut); one longer than a
+    row is dropped and counted. Targets are the next token where it is trained, else -1.
+    """
+    rows_ids: list[list[int]] = []
+    rows_mask: list[list[int]] = []
+    cur_ids: list[int] = []
+    cur_mask: list[int] = []
+    dropped = 0
+    L = seq_len + 1
+    for ids, mask in examples:
+        if len(ids) > L:
+            dropped += 1
+            continue
+        if len(cur_ids) + len(ids) > L:
+            rows_ids.append(cur_ids)
+            rows_mask.append(cur_mask)
+            cur_ids, cur_mask = [], []
+        cur_ids = cur_ids + ids
+        cur_mask = cur_mask + mask
+    if cur_ids:
+        rows_ids.append(cur_ids)
+        rows_mask.append(cur_mask)
+    ids_arr = np.full((len(rows_ids), L), pad_id, dtype=np.int64)
+    tgt_arr = np.full((len(rows_ids), seq_len), -1, dtype=np.int64)
+    for i, (r, m) in enumerate(zip(rows_ids, rows_mask)):
+        ids_arr[i, : len(r)] = r
+        m_arr = np.array(m[1:], dtype=bool)
+        nxt = np.array(r[1:], dtype=np.int64)
+        tgt_arr[i, : len(nxt)] = np.where(m_arr, nxt, -1)
+    return ids_arr, tgt_arr, dropped
+
+
+class SFTLoader:
+    """Batches of packed conversation rows, reshuffled each epoch from the seed."""
+
+    def __init__(self, ids: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        if len(ids) == 0:
+            raise ValueError("no conversations to train on")
+        self.ids, self.targets, self.B, self.seed = torch.from_numpy(ids), torch.from_numpy(targets), batch_size, seed
+        self.rank, self.world = rank, world
+        self.step = 0
+        self._orders: dict[int, list[int]] = {}
+
+    @property
+    def rows_per_epoch(self) -> int:
+        return len(self.ids)
+
+    def _order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            order = list(range(len(self.ids)))
+            random.Random(self.seed * 1000003 + epoch).shuffle(order)
+            self._orders = {epoch: order}  # keep one epoch's order, not all of them
+        return self._orders[epoch]
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.ids)
+        start = self.step * self.B * self.world + self.rank * self.B
+        idx = []
+        for k in range(start, start + self.B):
+            epoch, i = divmod(k, n)
+            idx.append(self._order(epoch)[i])
+        self.step += 1
+        sel = torch.tensor(idx)
+        return self.ids[sel, :-1], self.targets[sel]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])

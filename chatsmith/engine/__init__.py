@@ -1,0 +1,1 @@
+"""Layer 3: sampling, generation with the KV cache, built-in tools."""

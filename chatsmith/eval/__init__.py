@@ -1,0 +1,1 @@
+"""Layer 4: evaluation and the report."""

@@ -1,0 +1,1 @@
+"""Layer 5: the OpenAI-compatible server (see the serving issue)."""

@@ -1,0 +1,1 @@
+"""Layer 1: byte-level BPE, special tokens and the chat format."""

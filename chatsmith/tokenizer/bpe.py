@@ -1,0 +1,96 @@
+"""Byte-level BPE: train, save/load `tokenizer.json` (Hugging Face format), encode fast."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from chatsmith.common.errors import ChatsmithError
+from chatsmith.tokenizer.special import BOS, IM_END, SPECIAL_TOKENS, SPLIT_PATTERN
+
+
+class BPETokenizer:
+    """A thin wrapper over `tokenizers.Tokenizer` that knows our special tokens."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        self.tok = tok
+        missing = [s for s in SPECIAL_TOKENS if tok.token_to_id(s) is None]
+        if missing:
+            raise ChatsmithError(f"tokenizer lacks the special tokens {missing}")
+        self.bos_id = tok.token_to_id(BOS)
+        self.im_end_id = tok.token_to_id(IM_END)
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
+        if vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
+            raise ChatsmithError(f"tokenizer.vocab_size must be above {256 + len(SPECIAL_TOKENS)}")
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+            min_frequency=2,
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok)
+
+    @classmethod
+    def load(cls, path: str | Path) -> BPETokenizer:
+        p = Path(path)
+        if p.is_dir():
+            p = p / "tokenizer.json"
+        if not p.is_file():
+            raise ChatsmithError(f"no tokenizer at {p}")
+        try:
+            return cls(Tokenizer.from_file(str(p)))
+        except Exception as e:  # the library raises plain Exceptions on bad JSON
+            raise ChatsmithError(f"cannot read tokenizer {p}: {e}") from None
+
+    def save(self, path: str | Path) -> None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.tok.save(str(p))
+
+    # ---- use ----------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size()
+
+    def fingerprint(self) -> str:
+        """A short hash of the vocabulary and merges: checkpoints and shards record it."""
+        return hashlib.sha256(self.tok.to_str().encode()).hexdigest()[:16]
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Multi-threaded in the Rust library."""
+        return [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        e = self.tok.encode(text, add_special_tokens=False)
+        return e.ids, e.offsets
+
+    def decode(self, ids: list[int], skip_special: bool = False) -> str:
+        return self.tok.decode(ids, skip_special_tokens=skip_special)
+
+    def token_id(self, token: str) -> int:
+        i = self.tok.token_to_id(token)
+        if i is None:
+            raise KeyError(token)
+        return i
+
+    def id_to_token(self, i: int) -> str:
+        return self.tok.id_to_token(i)

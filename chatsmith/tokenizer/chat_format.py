@@ -1,0 +1,169 @@
+"""The chat format: the one module that turns conversations into token ids and a loss mask.
+
+ChatML as Qwen uses it, with Hermes tool calls (what vLLM's `hermes` parser reads):
+
+    <|im_start|>system\\n{text}<|im_end|>\\n
+    <|im_start|>user\\n{text}<|im_end|>\\n
+    <|im_start|>assistant\\n{text}<|im_end|>\\n
+    <|im_start|>assistant\\n{text}\\n{call}\\n{call}<|im_end|>\\n      (with tool calls; text optional)
+    <|im_start|>user\\n<tool_response>\\n{result}\\n</tool_response><|im_end|>\\n
+
+where {call} is `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, and
+consecutive tool results share one user turn, each in its own `<tool_response>` block.
+
+A conversation is rendered to one string and encoded in one call, exactly as Hugging
+Face's `apply_chat_template` + encode would; the loss mask comes from character spans.
+Trained: assistant text, its tool calls and the `<|im_end|>` that closes its turn.
+Not trained: system, user and tool turns, the `<|im_start|>assistant\\n` header, and
+the newline between turns.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chatsmith.common.errors import ChatsmithError
+from chatsmith.tokenizer.bpe import BPETokenizer
+from chatsmith.tokenizer.special import (
+    IM_END,
+    IM_START,
+    TOOL_CALL,
+    TOOL_CALL_END,
+    TOOL_RESPONSE,
+    TOOL_RESPONSE_END,
+)
+
+ROLES = ("system", "user", "assistant", "tool")
+
+# The same format as a Jinja template, for `tokenizer_config.json` on export. It must
+# render byte for byte what `render` below renders (a test checks it), including a
+# missing or null `content` (rendered as "") and a tool call without `arguments` ({}).
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' %}"
+    "{{- '<|im_start|>assistant' }}"
+    "{%- if message.content %}{{- '\\n' + message.content }}{%- endif %}"
+    "{%- if message.tool_calls %}{%- for tc in message.tool_calls %}"
+    "{%- if tc.function is defined %}{%- set tc = tc.function %}{%- endif %}"
+    '{{- \'\\n<tool_call>\\n{"name": "\' + tc.name + \'", "arguments": \' }}'
+    "{%- if tc.arguments is string %}{{- tc.arguments }}"
+    "{%- elif tc.arguments is defined %}{{- tc.arguments | tojson }}{%- else %}{{- '{}' }}{%- endif %}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}{%- endif %}"
+    "{%- if not message.content and not message.tool_calls %}{{- '\\n' }}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + (message.content or '') + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + (message.content or '') + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+GENERATION_PROMPT = f"{IM_START}assistant\n"
+
+
+def tool_call_text(name: str, arguments: dict[str, Any] | str) -> str:
+    """The Hermes tool-call block (without the newline that precedes it)."""
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return f'{TOOL_CALL}\n{{"name": "{name}", "arguments": {args}}}\n{TOOL_CALL_END}'
+
+
+def _tool_calls(msg: dict[str, Any]) -> list[tuple[str, Any]]:
+    out = []
+    for tc in msg.get("tool_calls") or []:
+        fn = tc.get("function", tc) if isinstance(tc, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise ChatsmithError(f"a tool call needs a name: {tc!r}")
+        out.append((fn["name"], fn.get("arguments", {})))
+    return out
+
+
+def validate(messages: Any) -> list[dict[str, Any]]:
+    """Check the shape of a conversation; the message says what is wrong."""
+    if not isinstance(messages, list) or not messages:
+        raise ChatsmithError("a conversation is a non-empty list of messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m:
+            raise ChatsmithError(f"message {i} has no role")
+        if m["role"] not in ROLES:
+            raise ChatsmithError(f"message {i} has unknown role {m['role']!r}; allowed: {', '.join(ROLES)}")
+        if not isinstance(m.get("content", ""), (str, type(None))):
+            raise ChatsmithError(f"message {i}: content must be a string")
+    return messages
+
+
+def render(
+    messages: list[dict[str, Any]], add_generation_prompt: bool = False
+) -> tuple[str, list[tuple[int, int]]]:
+    """The conversation as text, and the character spans that are trained."""
+    validate(messages)
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    n = 0
+
+    def emit(s: str, trained: bool = False) -> None:
+        nonlocal n
+        if trained and s:
+            spans.append((n, n + len(s)))
+        parts.append(s)
+        n += len(s)
+
+    for i, m in enumerate(messages):
+        role, content = m["role"], m.get("content") or ""
+        if role == "assistant":
+            emit(f"{IM_START}assistant")
+            calls = _tool_calls(m)
+            body = ("\n" + content) if content else ""
+            for name, args in calls:
+                body += "\n" + tool_call_text(name, args)
+            if not content and not calls:
+                body = "\n"
+            # The "\n" after the header is part of the prompt the engine primes with, so
+            # the trained span starts after it.
+            emit(body[:1])
+            emit(body[1:] + IM_END, trained=True)
+            emit("\n")
+        elif role == "tool":
+            if i == 0 or messages[i - 1]["role"] != "tool":
+                emit(f"{IM_START}user")
+            emit(f"\n{TOOL_RESPONSE}\n{content}\n{TOOL_RESPONSE_END}")
+            if i == len(messages) - 1 or messages[i + 1]["role"] != "tool":
+                emit(f"{IM_END}\n")
+        else:
+            emit(f"{IM_START}{role}\n{content}{IM_END}\n")
+    if add_generation_prompt:
+        emit(GENERATION_PROMPT)
+    return "".join(parts), spans
+
+
+def encode_conversation(tok: BPETokenizer, messages: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """ids and a 0/1 mask of the same length: 1 where the token is trained."""
+    text, spans = render(messages)
+    ids, offsets = tok.encode_with_offsets(text)
+    mask = [0] * len(ids)
+    j = 0
+    for t, (start, _end) in enumerate(offsets):
+        while j < len(spans) and spans[j][1] <= start:
+            j += 1
+        if j < len(spans) and spans[j][0] <= start < spans[j][1]:
+            mask[t] = 1
+    return ids, mask
+
+
+def encode_prompt(tok: BPETokenizer, messages: list[dict[str, Any]]) -> list[int]:
+    """ids of the conversation so far plus the header that opens an assistant turn."""
+    text, _ = render(messages, add_generation_prompt=True)
+    return tok.encode(text)
+
+
+def tool_response_ids(tok: BPETokenizer, result: str) -> list[int]:
+    """What the engine appends after a tool call ends a turn: the tool's answer in a
+    user turn, then the header of the next assistant turn (same bytes as `render`)."""
+    return tok.encode(
+        f"\n{IM_START}user\n{TOOL_RESPONSE}\n{result}\n{TOOL_RESPONSE_END}{IM_END}\n{GENERATION_PROMPT}"
+    )

@@ -1,0 +1,68 @@
+"""Shared, small, offline fixtures."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from chatsmith.tokenizer.bpe import BPETokenizer
+
+_ENGLISH = [
+    "The quick brown fox jumps over the lazy dog.",
+    "How many r's are in the word strawberry?",
+    "A tokenizer turns text into numbers that a model can read.",
+    "She sold 1234567 sea shells by the sea shore in 2024.",
+    "What is 37 * 41? Let me use the calculator.",
+    "The answer is 1517, and the weather today is sunny.",
+    "I'm sure you'll like it; they've said we're done.",
+]
+_CODE = [
+    "def add(a, b):\n\treturn a + b\n",
+    "for i in range(10):\n    print(i ** 2)\n",
+    "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n",
+    'if __name__ == "__main__":\n    main()\n',
+    "import json\ndata = json.loads('{\"a\": [1, 2, 3]}')\n",
+]
+_CHINESE = [
+    "人工智能領域知名科學家",
+    "我是一个助手",
+    "今天天气很好，我们去公园散步吧。",
+    "机器学习是人工智能的一个分支。",
+]
+_WORDS = ["strawberry", "banana", "mississippi", "calculator", "expression", "letter", "count"]
+
+
+def _tool_call(rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        a, b = rng.randint(1, 999), rng.randint(1, 999)
+        call = {"name": "calculator", "arguments": {"expression": f"{a} * {b}"}}
+    else:
+        call = {"name": "count_letters", "arguments": {"word": rng.choice(_WORDS), "letter": "r"}}
+    return "<tool_call>\n" + json.dumps(call, ensure_ascii=False) + "\n</tool_call>"
+
+
+def tiny_corpus(n: int = 600, seed: int = 0) -> list[str]:
+    """A deterministic mix of English, Chinese, code and JSON tool calls (well under 200 KB)."""
+    rng = random.Random(seed)
+    pools = [_ENGLISH, _CODE, _CHINESE]
+    out = []
+    for _ in range(n):
+        kind = rng.randrange(4)
+        if kind == 3:
+            out.append(_tool_call(rng))
+        else:
+            out.append(" ".join(rng.choice(pools[kind]) for _ in range(rng.randint(1, 4))))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_texts() -> list[str]:
+    return tiny_corpus()
+
+
+@pytest.fixture(scope="session")
+def tiny_tok(tiny_corpus_texts: list[str]) -> BPETokenizer:
+    """A 600-token byte-level BPE trained in milliseconds on `tiny_corpus`; downloads nothing."""
+    return BPETokenizer.train(tiny_corpus_texts, vocab_size=600)

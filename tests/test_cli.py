@@ -1,0 +1,119 @@
+"""The command line: a tiny end-to-end speedrun, chat -p, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatsmith.checkpoint import save_checkpoint
+from chatsmith.model.build import build_model
+from chatsmith.model.gpt import GPTConfig
+
+TINY = [
+    "--data.corpus_mb=0.25", "--data.chat_train=400", "--data.chat_val=40", "--tokenizer.vocab_size=600",
+    "--tokenizer.train_mb=0.2", "--model.depth=1", "--model.seq_len=256", "--pretrain.steps=6",
+    "--pretrain.batch_size=4", "--pretrain.seq_len=64", "--pretrain.eval_every=3", "--sft.steps=6",
+    "--sft.batch_size=4", "--sft.seq_len=192", "--sft.eval_every=3", "--eval.arithmetic=3", "--eval.counting=3",
+    "--eval.identity=2", "--eval.other=2", "--eval.base_limit=1", "--eval.max_new_tokens=24",
+]
+
+
+def cli(*args: str, home: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CHATSMITH_HOME": str(home), "PYTHONHASHSEED": "0"}
+    return subprocess.run([sys.executable, "-m", "chatsmith", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def assert_clean_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode != 0, r.stdout
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("chatsmith: error:"), r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("home")
+    r = cli("speedrun", "--preset", "demo", "--run.name=tiny", *TINY, home=home)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "chatsmith chat --model" in r.stdout
+    return home / "runs" / "tiny"
+
+
+def test_speedrun_writes_report_checkpoints_and_plot(tiny_run: Path) -> None:
+    for f in ("report.md", "loss.png", "metrics.jsonl", "eval.json", "tokenizer/tokenizer.json",
+              "base/model.safetensors", "sft/model.safetensors", "data/pretrain_train.bin"):
+        assert (tiny_run / f).is_file(), f
+    report = (tiny_run / "report.md").read_text()
+    assert "Arithmetic via calculator" in report and "| pretrain |" in report and "loss.png" in report
+    assert not list(tiny_run.glob("*.tmp")), "a temporary checkpoint was left behind"
+
+
+def test_same_seed_gives_the_same_figures(tiny_run: Path, tmp_path: Path) -> None:
+    r = cli("speedrun", "--preset", "demo", "--run.name=tiny", *TINY, home=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = tmp_path / "runs" / "tiny"
+
+    def figures(run: Path) -> list:
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["stage"], r["step"], round(r["train_loss"], 6), round(r.get("val_loss", 0), 6)) for r in rows]
+
+    assert figures(again) == figures(tiny_run)
+    assert json.loads((again / "eval.json").read_text())["sft"]["accuracy"] == \
+        json.loads((tiny_run / "eval.json").read_text())["sft"]["accuracy"]
+
+
+def test_chat_one_prompt(tiny_run: Path) -> None:
+    r = cli("chat", "--model", str(tiny_run), "-p", "What is 37 * 41?", "--max-tokens", "16", "--verbose",
+            home=tiny_run.parent.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
+def test_unknown_preset(tmp_path: Path) -> None:
+    assert_clean_error(cli("speedrun", "--preset", "nosuch", home=tmp_path), "nosuch", "demo")
+
+
+def test_unknown_override_key(tmp_path: Path) -> None:
+    assert_clean_error(cli("speedrun", "--model.dpeth=3", home=tmp_path), "model.dpeth", "depth")
+
+
+def test_missing_corpus_path(tmp_path: Path) -> None:
+    assert_clean_error(cli("speedrun", f"--data.corpus={tmp_path / 'nope'}", home=tmp_path), "does not exist")
+
+
+def test_empty_corpus(tmp_path: Path) -> None:
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("\n\n")
+    assert_clean_error(cli("speedrun", f"--data.corpus={tmp_path / 'corpus'}", home=tmp_path), "empty")
+
+
+def _checkpoint(tok, path: Path) -> Path:
+    cfg = GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_embd=32, n_head=2, n_kv_head=2, head_dim=16,
+                    intermediate_size=64, seq_len=64)
+    save_checkpoint(path, build_model(cfg, seed=0), tok, {"stage": "sft", "step": 0})
+    return path
+
+
+def test_checkpoint_with_a_different_tokenizer(tiny_tok, tiny_run: Path, tmp_path: Path) -> None:
+    ckpt = _checkpoint(tiny_tok, tmp_path / "ckpt")
+    (ckpt / "tokenizer.json").write_bytes((tiny_run / "tokenizer" / "tokenizer.json").read_bytes())
+    assert_clean_error(cli("chat", "--model", str(ckpt), "-p", "hi", home=tmp_path), "tokenizer")
+
+
+def test_corrupted_checkpoint(tiny_tok, tmp_path: Path) -> None:
+    ckpt = _checkpoint(tiny_tok, tmp_path / "ckpt")
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert_clean_error(cli("chat", "--model", str(ckpt), "-p", "hi", home=tmp_path), "corrupted")
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    assert_clean_error(cli("chat", "--model", str(tmp_path / "none"), "-p", "hi", home=tmp_path), "no checkpoint")

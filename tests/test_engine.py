@@ -1,0 +1,107 @@
+"""The generation loop's tool handling, driven by a scripted stand-in for the model."""
+
+from __future__ import annotations
+
+import types
+
+import torch
+
+from chatsmith.engine.generate import Generator, parse_tool_call
+from chatsmith.engine.sampling import SamplingParams, sample
+from chatsmith.tokenizer.chat_format import tool_response_ids
+
+
+class ScriptedModel(torch.nn.Module):
+    """Emits a fixed token script greedily and records every chunk it is fed."""
+
+    def __init__(self, script: list[int], vocab: int) -> None:
+        super().__init__()
+        self.script, self.vocab, self.fed = list(script), vocab, []
+        self.cfg = types.SimpleNamespace(n_layer=1, n_kv_head=1, head_dim=2)
+        self.embed_tokens = torch.nn.Embedding(1, 1)
+        self.rope_cos = torch.zeros(4096, 1)
+
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        self.fed.append(x[0].tolist())
+        cache.advance(x.size(1))
+        logits = torch.zeros(1, x.size(1), self.vocab)
+        nxt = self.script.pop(0) if self.script else 0
+        logits[0, -1, nxt] = 1.0
+        return logits
+
+
+def run(tok, text_script: str, max_new: int = 200) -> tuple[list, ScriptedModel]:
+    ids = tok.encode(text_script)
+    model = ScriptedModel(ids, tok.vocab_size)
+    gen = Generator(model, tok)  # type: ignore[arg-type]
+    events = list(gen.stream(tok.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"),
+                             SamplingParams(max_new_tokens=max_new)))
+    return events, model
+
+
+def test_builtin_tool_runs_and_its_result_is_fed_back(tiny_tok) -> None:
+    script = ('<tool_call>\n{"name": "calculator", "arguments": {"expression": "37 * 41"}}\n</tool_call>'
+              "<|im_end|>" + "37 * 41 = 1517.<|im_end|>")
+    events, model = run(tiny_tok, script)
+    results = [e.text for e in events if e.kind == "tool_result"]
+    assert results == ["1517"]
+    calls = [e.data["call"] for e in events if e.kind == "tool_call"]
+    assert calls == [("calculator", {"expression": "37 * 41"})]
+    # The chunk fed after the tool call is exactly <|im_end|> + the chat format's tool turn.
+    im_end = tiny_tok.im_end_id
+    feed = next(chunk for chunk in model.fed if len(chunk) > 1 and chunk[0] == im_end)
+    assert feed == [im_end, *tool_response_ids(tiny_tok, "1517")]
+    assert events[-1].kind == "done" and events[-1].data["finish_reason"] == "stop"
+
+
+def test_malformed_tool_call_is_reported_not_raised(tiny_tok) -> None:
+    script = '<tool_call>\n{"name": "calculator", "arguments": {oops}\n</tool_call><|im_end|>Sorry.<|im_end|>'
+    events, _ = run(tiny_tok, script)
+    results = [e.text for e in events if e.kind == "tool_result"]
+    assert len(results) == 1 and results[0].startswith("error: malformed tool call JSON")
+    assert events[-1].data["finish_reason"] == "stop"
+
+
+def test_refused_expression_comes_back_as_an_error_string(tiny_tok) -> None:
+    script = ('<tool_call>\n{"name": "calculator", "arguments": {"expression": "__import__(\'os\')"}}\n'
+              "</tool_call><|im_end|>I cannot.<|im_end|>")
+    events, _ = run(tiny_tok, script)
+    results = [e.text for e in events if e.kind == "tool_result"]
+    assert len(results) == 1 and results[0].startswith("error:")
+
+
+def test_client_tool_ends_the_turn_with_tool_calls(tiny_tok) -> None:
+    script = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'
+    events, _ = run(tiny_tok, script)
+    done = events[-1]
+    assert done.data["finish_reason"] == "tool_calls"
+    assert done.data["tool_calls"] == [("get_weather", {"city": "Paris"})]
+    assert not [e for e in events if e.kind == "tool_result"]
+
+
+def test_max_new_tokens_stops_with_length(tiny_tok) -> None:
+    events, _ = run(tiny_tok, "a b c d e f g h i j k l m n o p", max_new=5)
+    assert sum(e.kind == "token" for e in events) == 5
+    assert events[-1].data["finish_reason"] == "length"
+
+
+def test_parse_tool_call() -> None:
+    assert parse_tool_call('{"name": "x", "arguments": {"a": 1}}') == ("x", {"a": 1})
+    assert parse_tool_call("[1, 2]") == "error: a tool call needs a name"
+    assert str(parse_tool_call("{nope")).startswith("error: malformed")
+
+
+def test_sampling_seed_top_k_top_p() -> None:
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0]])
+    greedy = SamplingParams(temperature=0.0)
+    assert int(sample(logits, greedy)[0]) == 4
+    p = SamplingParams(temperature=1.0, top_k=2)
+    draws = {int(sample(logits, p, torch.Generator().manual_seed(s))[0]) for s in range(200)}
+    assert draws == {3, 4}
+    p = SamplingParams(temperature=1.0, top_p=0.5)  # token 4 alone holds ~64% of the mass
+    draws = {int(sample(logits, p, torch.Generator().manual_seed(s))[0]) for s in range(100)}
+    assert draws == {4}
+    p = SamplingParams(temperature=1.0)
+    a = [int(sample(logits, p, torch.Generator().manual_seed(7))[0]) for _ in range(5)]
+    b = [int(sample(logits, p, torch.Generator().manual_seed(7))[0]) for _ in range(5)]
+    assert a == b
