@@ -17,6 +17,14 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return [a for a in argv if a not in over], over
 
 
+def self_command() -> str:
+    """How the user invoked us, so printed hints can be pasted back as they are."""
+    argv0 = sys.argv[0] if sys.argv else "chatsmith"
+    if argv0.endswith("__main__.py") or not argv0:
+        return f"{Path(sys.executable).name} -m chatsmith"
+    return argv0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chatsmith", description="Own a ChatGPT end to end.")
     sub = p.add_subparsers(dest="verb", required=True)
@@ -47,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = make_config(args.preset, overrides)
             out = speedrun(cfg)
-            print(f"\nDone. Chat with your model:\n  chatsmith chat --model {out}\n"
-                  f"  chatsmith chat --model {out} -p \"What is 37 * 41?\" --verbose")
+            me = self_command()
+            print(f"\nDone. Report: {out / 'report.md'}\nChat with your model:\n  {me} chat --model {out}\n"
+                  f"  {me} chat --model {out} -p \"What is 37 * 41?\" --verbose")
             return 0
         if overrides:
             raise ChatsmithError(f"'{args.verb}' takes no config overrides (got {' '.join(overrides)})")

@@ -195,7 +195,7 @@ def multi_turn(rng: random.Random, split: str) -> Example:
 
 
 # ---- mixtures and checking ---------------------------------------------------------------
-WEIGHTS = {"identity": 2, "arithmetic": 4, "counting": 3, "spelling": 1, "instructions": 1, "multi_turn": 1}
+WEIGHTS = {"identity": 2, "arithmetic": 3, "counting": 4, "spelling": 1, "instructions": 1, "multi_turn": 1}
 
 
 def generators(ident: IdentityConfig, words: list[str]) -> dict[str, Callable[[random.Random, str], Example]]:

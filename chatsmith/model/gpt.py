@@ -4,6 +4,10 @@ Per block: RMSNorm -> attention (grouped-query, RMSNorm on q and k per head, RoP
 residual; RMSNorm -> SwiGLU MLP -> residual. No biases. This is exactly Hugging Face's
 Qwen3ForCausalLM, so export is a renaming of tensors (chatsmith.interop).
 
+Two flags reach the neighbouring families so their checkpoints import losslessly:
+`qk_norm=False` is Llama (LlamaForCausalLM), and with `qkv_bias=True` too it is Qwen2
+(Qwen2ForCausalLM: biases on q, k and v, none on o).
+
 Shapes: B batch, T time (tokens), C n_embd, H heads, G kv heads, D head_dim, V vocab.
 """
 
@@ -33,6 +37,8 @@ class GPTConfig:
     rope_theta: float = 10000.0
     rms_eps: float = 1e-6
     tie_embeddings: bool = False
+    qk_norm: bool = True  # RMSNorm on q and k per head (Qwen3); False for Llama and Qwen2
+    qkv_bias: bool = False  # biases on q, k and v projections (Qwen2)
 
 
 class RMSNorm(nn.Module):
@@ -54,12 +60,13 @@ class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig, layer: int) -> None:
         super().__init__()
         self.layer, self.H, self.G, self.D = layer, cfg.n_head, cfg.n_kv_head, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.n_embd, self.H * self.D, bias=False)
-        self.k_proj = nn.Linear(cfg.n_embd, self.G * self.D, bias=False)
-        self.v_proj = nn.Linear(cfg.n_embd, self.G * self.D, bias=False)
+        self.q_proj = nn.Linear(cfg.n_embd, self.H * self.D, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.n_embd, self.G * self.D, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.n_embd, self.G * self.D, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.H * self.D, cfg.n_embd, bias=False)
-        self.q_norm = RMSNorm(self.D, cfg.rms_eps)
-        self.k_norm = RMSNorm(self.D, cfg.rms_eps)
+        # Without qk_norm, Identity keeps one forward path (and no q_norm/k_norm weights).
+        self.q_norm = RMSNorm(self.D, cfg.rms_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.D, cfg.rms_eps) if cfg.qk_norm else nn.Identity()
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None
@@ -140,7 +147,7 @@ class GPT(nn.Module):
 
         Linear layers: uniform with std 1/sqrt(fan_in); the projections that write into
         the residual stream (o_proj, down_proj) start at zero so every block starts as
-        the identity (as in nanochat). Untied lm_head starts near zero so the loss at
+        the identity (as in nanochat); biases start at zero. Untied lm_head starts near zero so the loss at
         init is ln(vocab); a tied embedding uses GPT-2's std of 0.02 for the same reason.
         """
         c = self.cfg
@@ -150,6 +157,8 @@ class GPT(nn.Module):
             elif isinstance(m, nn.Linear):
                 bound = math.sqrt(3.0 / m.in_features)
                 m.weight.uniform_(-bound, bound)
+                if m.bias is not None:
+                    m.bias.zero_()
         for block in self.layers:
             block.self_attn.o_proj.weight.zero_()
             block.mlp.down_proj.weight.zero_()
@@ -180,7 +189,7 @@ class GPT(nn.Module):
         Targets of -1 are ignored (prompt tokens, padding). With a cache, positions
         continue from the cache's length.
         """
-        B, T = idx.shape
+        T = idx.size(1)  # idx is (B, T)
         start = cache.length if cache is not None else 0
         cos = self.rope_cos[start : start + T]  # (T, D/2)
         sin = self.rope_sin[start : start + T]
