@@ -24,9 +24,11 @@ def vocabulary(rng: random.Random, n: int) -> list[str]:
 
 def shingle_jaccard(a: str, b: str, n: int = 5) -> float:
     """Jaccard similarity of word 5-shingles, computed independently of the module under test."""
+
     def sh(t: str) -> set[tuple[str, ...]]:
         w = t.lower().split()
         return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)}
+
     x, y = sh(a), sh(b)
     return len(x & y) / len(x | y)
 

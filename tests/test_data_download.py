@@ -37,6 +37,7 @@ class Server:
         self.files: dict[str, bytes] = {}
         self.drop_first: set[str] = set()
         self.always_drop: set[str] = set()
+        self.ignore_range = False
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         server = self
 
@@ -51,7 +52,7 @@ class Server:
                 if body is None:
                     self.send_error(404, "Not Found")
                     return
-                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                start = int(rng.split("=")[1].split("-")[0]) if rng and not server.ignore_range else 0
                 first = sum(1 for p, _ in server.requests if p == self.path) == 1
                 if start:
                     self.send_response(206)
@@ -138,11 +139,13 @@ def test_a_file_that_stays_truncated_fails_after_the_retries(server: Server, tmp
 
 def test_fineweb_urls_follow_the_hub_layout() -> None:
     urls = fineweb_urls(3)
-    assert urls[0] == ("https://huggingface.co/datasets/HuggingFaceFW/fineweb-edu/resolve/main/"
-                       "sample/10BT/000_00000.parquet")
+    assert urls[0] == (
+        "https://huggingface.co/datasets/HuggingFaceFW/fineweb-edu/resolve/main/sample/10BT/000_00000.parquet"
+    )
     assert urls[2].endswith("/sample/10BT/002_00000.parquet")
     assert fineweb_urls(1, layout="nanochat", start=7)[0] == (
-        "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main/shard_00007.parquet")
+        "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main/shard_00007.parquet"
+    )
     with pytest.raises(ChatsmithError, match="14 shards"):
         fineweb_urls(15)
 
@@ -150,7 +153,8 @@ def test_fineweb_urls_follow_the_hub_layout() -> None:
 def test_fineweb_through_the_downloader_then_ingest(server: Server, tmp_path: Path) -> None:
     for i in range(2):
         server.files[f"/mirror/sample/10BT/{i:03d}_00000.parquet"] = parquet_bytes(
-            [f"shard {i} text {j}" for j in range(5)], start=10 * i)
+            [f"shard {i} text {j}" for j in range(5)], start=10 * i
+        )
     paths = download_fineweb(2, tmp_path / "raw", base_url=f"{server.url}/mirror/sample/10BT", cfg=FAST)
     assert [p.name for p in paths] == ["000_00000.parquet", "001_00000.parquet"]
     report = ingest([str(tmp_path / "raw")], tmp_path / "docs", quiet=True)
@@ -162,12 +166,31 @@ def test_fineweb_through_the_downloader_then_ingest(server: Server, tmp_path: Pa
 def test_ingest_reads_urls_with_checksums(server: Server, tmp_path: Path) -> None:
     body = parquet_bytes(["from the web", "second document"])
     server.files["/a.parquet"] = body
-    report = ingest([f"{server.url}/a.parquet"], tmp_path / "docs", sha256=[hashlib.sha256(body).hexdigest()],
-                    download_cfg=FAST, quiet=True)
+    report = ingest(
+        [f"{server.url}/a.parquet"],
+        tmp_path / "docs",
+        sha256=[hashlib.sha256(body).hexdigest()],
+        download_cfg=FAST,
+        quiet=True,
+    )
     assert report["documents"] == 2 and report["by_source"] == {"a.parquet": 2}
     with pytest.raises(ChatsmithError, match="404"):
         ingest([f"{server.url}/gone.parquet"], tmp_path / "docs2", download_cfg=FAST, quiet=True)
-    skipped = ingest([f"{server.url}/gone.parquet", f"{server.url}/a.parquet"], tmp_path / "docs3",
-                     skip_bad=True, download_cfg=FAST, quiet=True)
+    skipped = ingest(
+        [f"{server.url}/gone.parquet", f"{server.url}/a.parquet"],
+        tmp_path / "docs3",
+        skip_bad=True,
+        download_cfg=FAST,
+        quiet=True,
+    )
     assert skipped["documents"] == 2 and len(skipped["skipped_files"]) == 1
     assert "gone.parquet" in skipped["skipped_files"][0]["file"]
+
+
+def test_a_server_that_ignores_range_gets_a_fresh_whole_file(server: Server, tmp_path: Path) -> None:
+    body = b"0123456789" * 500
+    server.files["/r.bin"] = body
+    server.ignore_range = True
+    (tmp_path / "r.bin.part").write_bytes(b"0123")
+    download(f"{server.url}/r.bin", tmp_path / "r.bin", hashlib.sha256(body).hexdigest(), FAST)
+    assert (tmp_path / "r.bin").read_bytes() == body

@@ -41,8 +41,9 @@ def tok_path(tmp_path: Path, tiny_tok: BPETokenizer) -> Path:
     return p
 
 
-def test_tokenized_shards_hold_bos_plus_each_document(tmp_path: Path, tok_path: Path,
-                                                      tiny_corpus_texts: list[str]) -> None:
+def test_tokenized_shards_hold_bos_plus_each_document(
+    tmp_path: Path, tok_path: Path, tiny_corpus_texts: list[str]
+) -> None:
     texts = [*tiny_corpus_texts[:200], "contains <|endoftext|> literally"]
     write_docs(tmp_path / "docs", texts, row_group=16)
     m = tokenize_dir(tok_path, tmp_path / "docs", tmp_path / "tok1", workers=1, quiet=True)
@@ -62,8 +63,9 @@ def test_tokenized_shards_hold_bos_plus_each_document(tmp_path: Path, tok_path: 
     assert all_tokens(tmp_path / "tok2") == ids.tolist()
 
 
-def test_rerun_skips_done_shards_and_redoes_damaged_ones(tmp_path: Path, tok_path: Path,
-                                                         tiny_corpus_texts: list[str]) -> None:
+def test_rerun_skips_done_shards_and_redoes_damaged_ones(
+    tmp_path: Path, tok_path: Path, tiny_corpus_texts: list[str]
+) -> None:
     write_docs(tmp_path / "docs", tiny_corpus_texts[:100], row_group=10)
     out = tmp_path / "tokens"
     ref = tokenize_dir(tok_path, tmp_path / "docs", out, workers=1, quiet=True)
@@ -78,8 +80,9 @@ def test_rerun_skips_done_shards_and_redoes_damaged_ones(tmp_path: Path, tok_pat
     assert all(f.stat().st_mtime_ns == mtimes[f] for f in files[2:])  # the rest were skipped
 
 
-def test_interrupted_tokenization_resumes_to_the_same_manifest(tmp_path: Path, tok_path: Path,
-                                                               tiny_corpus_texts: list[str]) -> None:
+def test_interrupted_tokenization_resumes_to_the_same_manifest(
+    tmp_path: Path, tok_path: Path, tiny_corpus_texts: list[str]
+) -> None:
     texts = tiny_corpus_texts[:480]
     write_docs(tmp_path / "docs", texts, row_group=20)  # 24 chunks
     ref = tokenize_dir(tok_path, tmp_path / "docs", tmp_path / "ref", workers=1, quiet=True)
@@ -97,8 +100,12 @@ def test_interrupted_tokenization_resumes_to_the_same_manifest(tmp_path: Path, t
         "ts.tokenize_dir(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), workers=2, quiet=True)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tok_path), str(tmp_path / "docs"), str(out)],
-                            env=env, start_new_session=True, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tok_path), str(tmp_path / "docs"), str(out)],
+        env=env,
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     while not list(out.glob("docs_*.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)

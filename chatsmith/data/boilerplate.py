@@ -35,8 +35,31 @@ _EN_PATTERNS = [
     r"^\W*(?:click|tap) here to (?:subscribe|follow|share|read more)\b",
 ]
 _EN = re.compile("|".join(f"(?:{p})" for p in _EN_PATTERNS), re.IGNORECASE)
-_EN_HINT = re.compile(r"right|©|\(c\)|copyright|permission|reproduc|repost|republish|redistribut|originally"
-                      r"|first|follow|like us|subscribe|sign up|share|cookie|click|tap here", re.IGNORECASE)
+# Substrings (of the lowercased text) without which no pattern above can match: a fast prefilter.
+_EN_KEYS = (
+    "rights reserved",
+    "©",
+    "(c)",
+    "copyright",
+    "permission",
+    "reproduc",
+    "repost",
+    "republish",
+    "redistribut",
+    "originally",
+    "first ",
+    "follow us",
+    "like us",
+    "subscribe",
+    "sign up",
+    "share ",
+    "cookies",
+    "click here",
+    "tap here",
+    "don't",
+    "do not",
+    "not be",
+)
 
 # ---- Chinese: phrases, traditional [繁简] and simplified, , and ， ----------------------------
 _C = r"[,，、]?\s*"  # an optional comma of either width
@@ -75,20 +98,22 @@ _ONLY_PUNCT = re.compile(r"^[\W_]*$")
 _TONED = "āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜńňǹḿ"
 _CJK_CHAR = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # One syllable: at most 6 lowercase letters in all, exactly one of them tone-marked.
-_PINYIN = re.compile(rf"(?<=[{_CJK_CHAR}])[(（](?=[a-zü{_TONED}]{{1,6}}[)）])"
-                     rf"[a-zü]{{0,5}}[{_TONED}][a-zü]{{0,5}}[)）]")
+_PINYIN = re.compile(
+    rf"(?<=[{_CJK_CHAR}])[(（](?=[a-zü{_TONED}]{{1,6}}[)）])"
+    rf"[a-zü]{{0,5}}[{_TONED}][a-zü]{{0,5}}[)）]"
+)
 
 
 def strip_boilerplate(text: str) -> tuple[str, int, int]:
     """(text without notices, English lines removed, Chinese phrases removed)."""
-    en_hit = _EN_HINT.search(text) is not None
+    drop = _english_lines(text)
     zh_hit = _ZH_HINT.search(text) is not None
-    if not (en_hit or zh_hit):  # the common case costs two scans
+    if not (drop or zh_hit):  # the common case costs two scans
         return text, 0, 0
     out: list[str] = []
     lines_removed = phrases_removed = 0
-    for line in text.split("\n"):
-        if en_hit and len(line) <= MAX_EN_LINE and _EN.search(line):
+    for i, line in enumerate(text.split("\n")):
+        if i in drop:
             lines_removed += 1
             continue
         if zh_hit:
@@ -102,6 +127,18 @@ def strip_boilerplate(text: str) -> tuple[str, int, int]:
     if not (lines_removed or phrases_removed):
         return text, 0, 0
     return "\n".join(out), lines_removed, phrases_removed
+
+
+def _english_lines(text: str) -> set[int]:
+    """Indices of the short lines holding an English notice."""
+    low = text.lower()
+    if not any(k in low for k in _EN_KEYS):
+        return set()
+    return {
+        i
+        for i, line in enumerate(low.split("\n"))
+        if len(line) <= MAX_EN_LINE and any(k in line for k in _EN_KEYS) and _EN.search(line)
+    }
 
 
 def strip_pinyin(text: str) -> tuple[str, int]:

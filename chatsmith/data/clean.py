@@ -21,12 +21,21 @@ from typing import Any
 
 from chatsmith.common import log
 from chatsmith.data.boilerplate import strip_boilerplate, strip_pinyin
-from chatsmith.data.docshards import DocShardWriter, list_doc_shards, read_row_group, row_groups, write_json
+from chatsmith.data.docshards import (
+    DocShardWriter,
+    check_distinct,
+    list_doc_shards,
+    read_row_group,
+    row_groups,
+    write_json,
+)
 from chatsmith.data.quality import QualityConfig, quality_issue
 
 # C0 and C1 controls except \t and \n, plus zero-width and bidi marks and stray BOMs.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
-                      r"\u200b\u200e\u200f\u202a-\u202e\u2060\ufeff\ufffe]")
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+    r"\u200b\u200e\u200f\u202a-\u202e\u2060\ufeff\ufffe]"
+)
 _TRAILING_WS = re.compile(r"[ \t\u3000]+\n")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 
@@ -60,9 +69,12 @@ class CleanReport:
 
     def to_dict(self, cfg: CleanConfig | None = None) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "documents_in": self.documents_in, "documents_out": self.documents_out,
-            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-            "changed": dict(sorted(self.changed.items())), "removed": dict(sorted(self.removed.items())),
+            "documents_in": self.documents_in,
+            "documents_out": self.documents_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "changed": dict(sorted(self.changed.items())),
+            "removed": dict(sorted(self.removed.items())),
         }
         if cfg is not None:
             d["config"] = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, as in the file
@@ -71,8 +83,10 @@ class CleanReport:
     def table(self) -> str:
         """A short console table: one line per rule that fired."""
         n = max(1, self.documents_in)
-        rows = [("documents in", self.documents_in, ""), ("documents out", self.documents_out,
-                                                          f"{100 * self.documents_out / n:.1f}%")]
+        rows = [
+            ("documents in", self.documents_in, ""),
+            ("documents out", self.documents_out, f"{100 * self.documents_out / n:.1f}%"),
+        ]
         rows += [(f"changed: {k}", v, "") for k, v in sorted(self.changed.items())]
         rows += [(f"removed: {k}", v, f"{100 * v / n:.1f}%") for k, v in self.removed.most_common()]
         width = max(len(r[0]) for r in rows)
@@ -142,15 +156,18 @@ def _clean_task(task: tuple[Path, int, CleanConfig]) -> tuple[dict[str, list[str
     return clean_batch(read_row_group(path, group), cfg)
 
 
-def clean_dir(in_dir: Path, out_dir: Path, cfg: CleanConfig | None = None, workers: int = 1,
-              quiet: bool = False) -> dict[str, Any]:
+def clean_dir(
+    in_dir: Path, out_dir: Path, cfg: CleanConfig | None = None, workers: int = 1, quiet: bool = False
+) -> dict[str, Any]:
     """Clean every document shard of in_dir into out_dir; writes and returns clean_report.json."""
     cfg = cfg or CleanConfig()
+    check_distinct(in_dir, out_dir, "clean")
     tasks = [(p, g, cfg) for p in list_doc_shards(in_dir) for g in range(row_groups(p))]
     writer = DocShardWriter(Path(out_dir))
     report = CleanReport()
     if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with mp.get_context(method).Pool(workers) as pool:
             for out, r in pool.imap(_clean_task, tasks):  # imap keeps the input order
                 writer.add_batch(out["text"], out["source"], out["id"])
                 report.merge(r)

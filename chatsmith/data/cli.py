@@ -32,8 +32,13 @@ from chatsmith.common.errors import ChatsmithError
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a threshold of the stage's config (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a threshold of the stage's config (repeatable)",
+    )
 
 
 def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -42,14 +47,17 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = d.add_subparsers(dest="data_verb", required=True)
 
     def ingest_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("src", nargs="+",
-                       help=".txt/.md/.jsonl/.parquet files, folders, HF datasets, http(s) URLs")
+        p.add_argument(
+            "src", nargs="+", help=".txt/.md/.jsonl/.parquet files, folders, HF datasets, http(s) URLs"
+        )
         p.add_argument("--out", required=True, help="output folder")
         p.add_argument("--text-field", default="text", help="JSONL field / parquet column holding the text")
-        p.add_argument("--skip-bad", action="store_true",
-                       help="skip (and count) unreadable files instead of failing")
-        p.add_argument("--sha256", nargs="+", default=None,
-                       help="one digest per URL, in the order of the URLs")
+        p.add_argument(
+            "--skip-bad", action="store_true", help="skip (and count) unreadable files instead of failing"
+        )
+        p.add_argument(
+            "--sha256", nargs="+", default=None, help="one digest per URL, in the order of the URLs"
+        )
 
     ingest_flags(sub.add_parser("ingest", help="raw inputs -> document shards (parquet: text, source, id)"))
 
@@ -144,8 +152,9 @@ def _run(args: argparse.Namespace) -> int:
         from chatsmith.data.fineweb import download_fineweb
 
         paths = download_fineweb(args.shards, Path(args.out), args.base_url, args.layout, args.start)
-        print(f"downloaded {len(paths)} shards to {args.out}; "
-              f"next: chatsmith data ingest {args.out} --out DOCS")
+        print(
+            f"downloaded {len(paths)} shards to {args.out}; next: chatsmith data ingest {args.out} --out DOCS"
+        )
     elif v == "clean":
         from chatsmith.data.clean import clean_dir
 
@@ -171,8 +180,14 @@ def _run(args: argparse.Namespace) -> int:
 
         out = Path(args.out)
         clean_cfg, dedup_cfg = _clean_cfg(args.clean_set), _dedup_cfg(args.dedup_set)  # check before working
-        ingest(args.src, out / "docs", args.text_field, args.skip_bad, args.sha256,
-               download_dir=out / "downloads")
+        ingest(
+            args.src,
+            out / "docs",
+            args.text_field,
+            args.skip_bad,
+            args.sha256,
+            download_dir=out / "downloads",
+        )
         clean_dir(out / "docs", out / "clean", clean_cfg)
         dedup_dir(out / "clean", out / "dedup", dedup_cfg)
         tokenize_dir(args.tokenizer, out / "dedup", out / "tokens", args.workers)
@@ -197,10 +212,13 @@ def run_data(args: argparse.Namespace) -> int:
 def bench_data_main(argv: list[str]) -> int:
     """`chatsmith bench data [--mb 16] [--workers 2] [--tokenizer PATH]`: prints JSON on the last line."""
     p = argparse.ArgumentParser(prog="chatsmith bench data", description="data pipeline throughput")
-    p.add_argument("--mb", type=float, default=16.0, help="megabytes of text (Python stdlib docstrings)")
+    p.add_argument(
+        "--mb", type=float, default=16.0, help="megabytes of text (Python stdlib docstrings; ~4.7 MB at most)"
+    )
     p.add_argument("--workers", type=int, default=2, help="tokenization processes")
-    p.add_argument("--tokenizer", default=None,
-                   help="tokenizer.json to use (default: train one on the corpus)")
+    p.add_argument(
+        "--tokenizer", default=None, help="tokenizer.json to use (default: train one on the corpus)"
+    )
     p.add_argument("--vocab-size", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)

@@ -26,7 +26,7 @@ from datasketch import MinHash, MinHashLSH
 
 from chatsmith.common import log
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.docshards import DocShardWriter, iter_doc_batches, write_json
+from chatsmith.data.docshards import DocShardWriter, check_distinct, iter_doc_batches, write_json
 from chatsmith.data.quality import CJK
 
 _UNITS = re.compile(f"[{CJK}]|[^\\W{CJK}]+")
@@ -69,14 +69,22 @@ class NearDedup:
             raise ChatsmithError(f"dedup threshold must be between 0 and 1 (got {cfg.threshold})")
         self.cfg = cfg
         self._template = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=_crc32)
-        self.lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm,
-                              weights=(1.0 - cfg.recall_weight, cfg.recall_weight))
+        self.lsh = MinHashLSH(
+            threshold=cfg.threshold,
+            num_perm=cfg.num_perm,
+            weights=(1.0 - cfg.recall_weight, cfg.recall_weight),
+        )
         self.sigs = np.zeros((1024, cfg.num_perm), dtype=self._template.hashvalues.dtype)
         self.n = 0
 
     def minhash(self, text: str) -> MinHash:
-        m = MinHash(num_perm=self.cfg.num_perm, seed=self.cfg.seed, hashfunc=_crc32,
-                    permutations=self._template.permutations, scheme=self._template.scheme)
+        m = MinHash(
+            num_perm=self.cfg.num_perm,
+            seed=self.cfg.seed,
+            hashfunc=_crc32,
+            permutations=self._template.permutations,
+            scheme=self._template.scheme,
+        )
         m.update_batch(shingles(text, self.cfg.shingle))
         return m
 
@@ -121,9 +129,13 @@ class Deduplicator:
         return True
 
     def report(self) -> dict[str, Any]:
-        return {"documents_in": self.documents_in, "documents_out": self.documents_out,
-                "exact_duplicates": self.exact_dups, "near_duplicates": self.near_dups,
-                "config": dataclasses.asdict(self.cfg)}
+        return {
+            "documents_in": self.documents_in,
+            "documents_out": self.documents_out,
+            "exact_duplicates": self.exact_dups,
+            "near_duplicates": self.near_dups,
+            "config": dataclasses.asdict(self.cfg),
+        }
 
 
 def dedup_texts(texts: list[str], cfg: DedupConfig | None = None) -> list[bool]:
@@ -132,9 +144,11 @@ def dedup_texts(texts: list[str], cfg: DedupConfig | None = None) -> list[bool]:
     return [d.keep(t) for t in texts]
 
 
-def dedup_dir(in_dir: Path, out_dir: Path, cfg: DedupConfig | None = None,
-              quiet: bool = False) -> dict[str, Any]:
+def dedup_dir(
+    in_dir: Path, out_dir: Path, cfg: DedupConfig | None = None, quiet: bool = False
+) -> dict[str, Any]:
     """Deduplicate every document shard of in_dir (globally) into out_dir; writes dedup_report.json."""
+    check_distinct(in_dir, out_dir, "dedup")
     d = Deduplicator(cfg)
     writer = DocShardWriter(Path(out_dir))
     for batch in log.progress(iter_doc_batches(in_dir), desc="dedup"):
@@ -145,7 +159,9 @@ def dedup_dir(in_dir: Path, out_dir: Path, cfg: DedupConfig | None = None,
     report = d.report()
     write_json(Path(out_dir) / "dedup_report.json", report)
     if not quiet:
-        log.info(f"dedup: {in_dir} -> {out_dir}: {report['documents_in']} in, "
-                 f"{report['exact_duplicates']} exact and "
-                 f"{report['near_duplicates']} near duplicates removed, {report['documents_out']} out")
+        log.info(
+            f"dedup: {in_dir} -> {out_dir}: {report['documents_in']} in, "
+            f"{report['exact_duplicates']} exact and "
+            f"{report['near_duplicates']} near duplicates removed, {report['documents_out']} out"
+        )
     return report

@@ -71,6 +71,12 @@ class DocShardWriter:
         return self.files
 
 
+def check_distinct(in_dir: Path, out_dir: Path, stage: str) -> None:
+    """A stage rewrites its output folder, so it must not be its input folder."""
+    if Path(in_dir).expanduser().resolve() == Path(out_dir).expanduser().resolve():
+        raise ChatsmithError(f"{stage}: --out {out_dir} must be another folder than --in {in_dir}")
+
+
 def list_doc_shards(in_dir: str | Path) -> list[Path]:
     """The document shards of a folder written by this module; none is an error naming the folder."""
     d = Path(in_dir).expanduser()
@@ -78,8 +84,9 @@ def list_doc_shards(in_dir: str | Path) -> list[Path]:
         raise ChatsmithError(f"document folder {d} does not exist")
     files = sorted(d.glob(PATTERN))
     if not files:
-        raise ChatsmithError(f"document folder {d} holds no {PATTERN} shards "
-                             "(run `chatsmith data ingest` first)")
+        raise ChatsmithError(
+            f"document folder {d} holds no {PATTERN} shards (run `chatsmith data ingest` first)"
+        )
     return files
 
 

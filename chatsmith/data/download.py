@@ -78,7 +78,8 @@ def download(url: str, dest: Path, sha256: str | None = None, cfg: DownloadConfi
             if attempt > cfg.retries:
                 raise ChatsmithError(
                     f"{url}: download failed after {cfg.retries + 1} attempts ({e}); "
-                    f"{have} bytes kept in {part}, run again to resume") from None
+                    f"{have} bytes kept in {part}, run again to resume"
+                ) from None
             delay = cfg.backoff * 2 ** (attempt - 1)
             log.warn(f"{url}: {e}; retrying in {delay:.1f}s from byte {have} (attempt {attempt + 1})")
             time.sleep(delay)
@@ -86,8 +87,9 @@ def download(url: str, dest: Path, sha256: str | None = None, cfg: DownloadConfi
         got = file_sha256(part)
         if got != sha256:
             part.unlink()
-            raise ChatsmithError(f"{url}: sha256 mismatch (expected {sha256}, got {got}); "
-                                 "the corrupt download was deleted")
+            raise ChatsmithError(
+                f"{url}: sha256 mismatch (expected {sha256}, got {got}); the corrupt download was deleted"
+            )
     os.replace(part, dest)
     return dest
 
@@ -142,8 +144,9 @@ def _expected_total(r: http.client.HTTPResponse, have: int) -> int | None:
     return int(length) if length and length.isdigit() else None
 
 
-def download_all(urls: list[str], out_dir: Path, sha256: list[str] | None = None,
-                 cfg: DownloadConfig | None = None) -> list[Path]:
+def download_all(
+    urls: list[str], out_dir: Path, sha256: list[str] | None = None, cfg: DownloadConfig | None = None
+) -> list[Path]:
     """Each URL to out_dir/<its file name>, in order; sha256, if given, has one digest per URL."""
     if sha256 and len(sha256) != len(urls):
         raise ChatsmithError(f"{len(sha256)} sha256 digests given for {len(urls)} URLs; give one per URL")

@@ -46,8 +46,9 @@ def _layout(name: str) -> Layout:
     return LAYOUTS[name]
 
 
-def fineweb_urls(n: int, base_url: str | None = None, layout: str = "sample-10BT",
-                 start: int = 0) -> list[str]:
+def fineweb_urls(
+    n: int, base_url: str | None = None, layout: str = "sample-10BT", start: int = 0
+) -> list[str]:
     """URLs of shards start .. start+n-1 of a layout."""
     lay = _layout(layout)
     if n < 1:
@@ -58,7 +59,13 @@ def fineweb_urls(n: int, base_url: str | None = None, layout: str = "sample-10BT
     return [f"{base}/{lay.pattern.format(i=i)}" for i in range(start, start + n)]
 
 
-def download_fineweb(n: int, out_dir: Path, base_url: str | None = None, layout: str = "sample-10BT",
-                     start: int = 0, cfg: DownloadConfig | None = None) -> list[Path]:
+def download_fineweb(
+    n: int,
+    out_dir: Path,
+    base_url: str | None = None,
+    layout: str = "sample-10BT",
+    start: int = 0,
+    cfg: DownloadConfig | None = None,
+) -> list[Path]:
     """Download n FineWeb-Edu parquet shards into out_dir (resuming any `.part` files)."""
     return download_all(fineweb_urls(n, base_url, layout, start), Path(out_dir), cfg=cfg)

@@ -26,13 +26,20 @@ def source_label(src: str) -> str:
     return p.name or str(p)
 
 
-def _fetch(srcs: list[str], download_dir: Path, sha256: list[str] | None, skip_bad: bool,
-           counts: IngestCounts, cfg: DownloadConfig | None) -> dict[str, Path | None]:
+def _fetch(
+    srcs: list[str],
+    download_dir: Path,
+    sha256: list[str] | None,
+    skip_bad: bool,
+    counts: IngestCounts,
+    cfg: DownloadConfig | None,
+) -> dict[str, Path | None]:
     """Download every URL among srcs; sha256 digests are given in the order of the URLs."""
     urls = [s for s in srcs if is_url(s)]
     if sha256 and len(sha256) != len(urls):
-        raise ChatsmithError(f"{len(sha256)} --sha256 digests given for {len(urls)} URLs; "
-                             "give one per URL, in order")
+        raise ChatsmithError(
+            f"{len(sha256)} --sha256 digests given for {len(urls)} URLs; give one per URL, in order"
+        )
     local: dict[str, Path | None] = {}
     for i, url in enumerate(urls):
         try:
@@ -45,9 +52,16 @@ def _fetch(srcs: list[str], download_dir: Path, sha256: list[str] | None, skip_b
     return local
 
 
-def ingest(srcs: list[str], out_dir: Path, text_field: str = "text", skip_bad: bool = False,
-           sha256: list[str] | None = None, download_dir: Path | None = None,
-           download_cfg: DownloadConfig | None = None, quiet: bool = False) -> dict[str, Any]:
+def ingest(
+    srcs: list[str],
+    out_dir: Path,
+    text_field: str = "text",
+    skip_bad: bool = False,
+    sha256: list[str] | None = None,
+    download_dir: Path | None = None,
+    download_cfg: DownloadConfig | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Read every source into document shards in out_dir; returns (and writes) the ingest report."""
     if not srcs:
         raise ChatsmithError("ingest: give at least one source (file, folder, dataset or URL)")
@@ -55,18 +69,24 @@ def ingest(srcs: list[str], out_dir: Path, text_field: str = "text", skip_bad: b
     counts = IngestCounts()
     download_dir = download_dir or out_dir.parent / "downloads"
     fetched = _fetch(srcs, download_dir, sha256, skip_bad, counts, download_cfg)
-    writer = DocShardWriter(out_dir)
-    for src in srcs:
-        label = source_label(src)
+    out_abs = out_dir.resolve()
+    plan: list[tuple[str, list[Path]]] = []
+    for src in srcs:  # every file is listed before the writer clears out_dir, and none is read from it
         if is_url(src):
             path = fetched[src]
-            paths = [path] if path is not None else []
+            plan.append((src, [path] if path is not None else []))
         else:
-            paths = expand_local(src, skip_bad, counts)
+            files = expand_local(src, skip_bad, counts)
+            plan.append((src, [f for f in files if not f.resolve().is_relative_to(out_abs)]))
+    writer = DocShardWriter(out_dir)
+    for src, paths in plan:
+        label = source_label(src)
         for path in paths:
             before = writer.documents
+            root = Path(src).expanduser()
+            name = str(path.relative_to(root)) if not is_url(src) and root.is_dir() and path != root else None
             try:
-                for text, doc_id in read_documents(path, text_field, skip_bad, counts):
+                for text, doc_id in read_documents(path, text_field, skip_bad, counts, name):
                     if not text.strip():
                         counts.empty_documents += 1
                         continue
@@ -89,10 +109,12 @@ def ingest(srcs: list[str], out_dir: Path, text_field: str = "text", skip_bad: b
         why = f" (skipped: {skipped})" if skipped else ""
         raise ChatsmithError(f"ingest: no documents found in {', '.join(srcs)}{why}")
     if not quiet:
-        log.info(f"ingest: {counts.documents} documents ({counts.bytes / 1e6:.1f} MB) "
-                 f"from {counts.files} files -> {out_dir}; {counts.empty_documents} empty, "
-                 f"{counts.skipped_records} bad records and "
-                 f"{len(counts.skipped_files)} bad files skipped")
+        log.info(
+            f"ingest: {counts.documents} documents ({counts.bytes / 1e6:.1f} MB) "
+            f"from {counts.files} files -> {out_dir}; {counts.empty_documents} empty, "
+            f"{counts.skipped_records} bad records and "
+            f"{len(counts.skipped_files)} bad files skipped"
+        )
         for s in counts.skipped_files:
             log.warn(f"skipped {s['file']}: {s['reason']}")
     return report

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0002ffff"
-_CJK_RE = re.compile(f"[{CJK}]")
-_LATIN_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_LETTER_RE = re.compile(r"[^\W\d_]")
+_CJK_RUN = re.compile(f"[{CJK}]+")
+_LATIN_RUN = re.compile(r"[A-Za-z\u00c0-\u024f]+")
+_LETTER_RUN = re.compile(r"[^\W\d_]+")
 # a whitespace-separated word without a letter
 _NO_LETTER_WORD = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")
 _BULLET = ("•", "●", "○", "▪", "‣", "-", "*", "–", "·")
@@ -51,9 +51,10 @@ class QualityConfig:
 
 def script_counts(text: str) -> tuple[int, int, int]:
     """(CJK, Latin, other) letters: a simple script-based language signal."""
-    cjk = len(_CJK_RE.findall(text))
-    latin = len(_LATIN_RE.findall(text))
-    letters = len(_LETTER_RE.findall(text))
+    # Runs, not single characters: far fewer matches for the regex engine to hand back.
+    cjk = sum(map(len, _CJK_RUN.findall(text)))
+    latin = sum(map(len, _LATIN_RUN.findall(text)))
+    letters = sum(map(len, _LETTER_RUN.findall(text)))
     return cjk, latin, max(0, letters - cjk - latin)
 
 
@@ -96,14 +97,19 @@ def _ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
 
 
 def _top_ngram_share(ids: np.ndarray, lens: np.ndarray, n: int, total_chars: int) -> float:
-    """Characters of the most frequent n-gram times its count, over all word characters."""
+    """Characters of the most frequent n-gram times its count, over all word characters.
+
+    Ties go to the longest of the most frequent n-grams, so the result never depends on hash order.
+    """
     if ids.size < n:
         return 0.0
     _, first, counts = np.unique(_ngram_hashes(ids, n), return_index=True, return_counts=True)
-    best = int(np.argmax(counts))
-    if counts[best] < 2:
+    top = counts.max()
+    if top < 2:
         return 0.0
-    return float(counts[best] * lens[first[best] : first[best] + n].sum()) / total_chars
+    starts = first[counts == top]
+    chars = np.add.reduce([lens[starts + k] for k in range(n)])
+    return float(top * chars.max()) / total_chars
 
 
 def _dup_ngram_share(ids: np.ndarray, lens: np.ndarray, n: int, total_chars: int) -> float:

@@ -49,9 +49,15 @@ class IngestCounts:
         self.skipped_files.append({"file": str(path), "reason": reason})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"files": self.files, "documents": self.documents, "empty_documents": self.empty_documents,
-                "skipped_records": self.skipped_records, "skipped_files": self.skipped_files,
-                "bytes": self.bytes, "by_source": self.by_source}
+        return {
+            "files": self.files,
+            "documents": self.documents,
+            "empty_documents": self.empty_documents,
+            "skipped_records": self.skipped_records,
+            "skipped_files": self.skipped_files,
+            "bytes": self.bytes,
+            "by_source": self.by_source,
+        }
 
 
 def suffix_of(path: Path) -> str:
@@ -95,22 +101,27 @@ def _bad(ret: list[Path], path: Path, reason: str, skip_bad: bool, counts: Inges
     return ret
 
 
-def read_documents(path: Path, text_field: str, skip_bad: bool,
-                   counts: IngestCounts) -> Iterator[tuple[str, str]]:
-    """(text, id) of every document in one file or dataset folder; raises BadInput naming the file."""
+def read_documents(
+    path: Path, text_field: str, skip_bad: bool, counts: IngestCounts, name: str | None = None
+) -> Iterator[tuple[str, str]]:
+    """(text, id) of every document in one file or dataset folder; raises BadInput naming the file.
+
+    A document without an id of its own gets `NAME:N` (NAME defaults to the file's name).
+    """
+    name = name or path.name
     if is_hf_dataset(path):
         for f in hf_arrow_files(path):
-            yield from _columnar(f, text_field, _arrow_batches(f), path.name)
+            yield from _columnar(f, text_field, _arrow_batches(f), f"{name}/{f.relative_to(path)}")
         return
     suf = suffix_of(path)
     if suf in TEXT_SUFFIXES:
-        yield from _text_file(path)
+        yield from _text_file(path, name)
     elif suf in JSONL_SUFFIXES:
-        yield from _jsonl_file(path, text_field, skip_bad, counts)
+        yield from _jsonl_file(path, text_field, skip_bad, counts, name)
     elif suf in PARQUET_SUFFIXES:
-        yield from _columnar(path, text_field, _parquet_batches(path, text_field), path.name)
+        yield from _columnar(path, text_field, _parquet_batches(path, text_field), name)
     elif suf == ".arrow":
-        yield from _columnar(path, text_field, _arrow_batches(path), path.name)
+        yield from _columnar(path, text_field, _arrow_batches(path), name)
     else:
         raise BadInput(f"{path}: unsupported file type (use one of {', '.join(ALL_SUFFIXES)})")
 
@@ -128,18 +139,19 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def _text_file(path: Path) -> Iterator[tuple[str, str]]:
+def _text_file(path: Path, name: str) -> Iterator[tuple[str, str]]:
     try:
         text = _read_bytes(path).decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadInput(f"{path}: not valid UTF-8 (byte {e.start})") from None
     blocks = [b.strip() for b in text.replace("\r\n", "\n").split("\n\n\n")]
     for n, b in enumerate(blocks):
-        yield b, f"{path.name}:{n}"
+        yield b, f"{name}:{n}"
 
 
-def _jsonl_file(path: Path, text_field: str, skip_bad: bool,
-                counts: IngestCounts) -> Iterator[tuple[str, str]]:
+def _jsonl_file(
+    path: Path, text_field: str, skip_bad: bool, counts: IngestCounts, name: str
+) -> Iterator[tuple[str, str]]:
     """Checks the whole file before yielding, so a bad file contributes nothing half-way."""
     docs: list[tuple[str, str]] = []
     for n, raw in enumerate(_read_bytes(path).split(b"\n"), 1):
@@ -160,7 +172,7 @@ def _jsonl_file(path: Path, text_field: str, skip_bad: bool,
             reason = str(e)
         else:
             doc_id = obj.get("id")
-            docs.append((text, str(doc_id) if doc_id is not None else f"{path.name}:{n}"))
+            docs.append((text, str(doc_id) if doc_id is not None else f"{name}:{n}"))
             continue
         if not skip_bad:
             raise BadInput(f"{path}:{n}: {reason}")
@@ -175,8 +187,9 @@ def _parquet_batches(path: Path, text_field: str) -> Iterator[pa.RecordBatch]:
         raise BadInput(f"{path}: not a readable parquet file ({e})") from None
     names = pf.schema_arrow.names
     if text_field not in names:
-        raise BadInput(f"{path}: no column '{text_field}' (columns: {', '.join(names)}); "
-                       "choose one with --text-field")
+        raise BadInput(
+            f"{path}: no column '{text_field}' (columns: {', '.join(names)}); choose one with --text-field"
+        )
     cols = [text_field] + (["id"] if "id" in names and text_field != "id" else [])
     try:
         yield from pf.iter_batches(batch_size=BATCH, columns=cols)
@@ -225,14 +238,17 @@ def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
         raise BadInput(f"{path}: not a readable Arrow file ({e})") from None
 
 
-def _columnar(path: Path, text_field: str, batches: Iterator[pa.RecordBatch],
-              label: str) -> Iterator[tuple[str, str]]:
+def _columnar(
+    path: Path, text_field: str, batches: Iterator[pa.RecordBatch], label: str
+) -> Iterator[tuple[str, str]]:
     row = 0
     for b in batches:
         names = b.schema.names
         if text_field not in names:
-            raise BadInput(f"{path}: no column '{text_field}' (columns: {', '.join(names)}); "
-                           "choose one with --text-field")
+            raise BadInput(
+                f"{path}: no column '{text_field}' (columns: {', '.join(names)}); "
+                "choose one with --text-field"
+            )
         col = b.column(names.index(text_field))
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
             raise BadInput(f"{path}: column '{text_field}' holds {col.type}, not text")

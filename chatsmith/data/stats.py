@@ -38,9 +38,17 @@ def doc_dir_stats(doc_dir: Path) -> tuple[dict[str, Any], np.ndarray]:
             langs[script_of(text)] += 1
             sources[source] += 1
     mix = {k: round(v / max(1, docs), 4) for k, v in sorted(langs.items())}
-    return ({"documents": docs, "bytes": n_bytes, "chars": chars, "language_mix": mix,
-             "language_counts": dict(sorted(langs.items())), "sources": dict(sorted(sources.items()))},
-            np.asarray(lengths, dtype=np.int64))
+    return (
+        {
+            "documents": docs,
+            "bytes": n_bytes,
+            "chars": chars,
+            "language_mix": mix,
+            "language_counts": dict(sorted(langs.items())),
+            "sources": dict(sorted(sources.items())),
+        },
+        np.asarray(lengths, dtype=np.int64),
+    )
 
 
 def token_lengths(tok_dir: Path, manifest: dict[str, Any]) -> np.ndarray:
@@ -87,8 +95,13 @@ def corpus_stats(path: str | Path, out: Path | None = None, quiet: bool = False)
         lengths = token_lengths(p, m)
         unit = "tokens"
         content = m["tokens"] - m["documents"]  # BOS markers are not text
-        stats.update(documents=m["documents"], tokens=m["tokens"], bytes=m["bytes"],
-                     bytes_per_token=round(m["bytes"] / max(1, content), 4), sources=m["sources"])
+        stats.update(
+            documents=m["documents"],
+            tokens=m["tokens"],
+            bytes=m["bytes"],
+            bytes_per_token=round(m["bytes"] / max(1, content), 4),
+            sources=m["sources"],
+        )
         docs_dir = Path(m.get("docs_dir", ""))
         if m.get("docs_dir") and docs_dir.is_dir() and any(docs_dir.glob(PATTERN)):
             d, _ = doc_dir_stats(docs_dir)
@@ -98,12 +111,17 @@ def corpus_stats(path: str | Path, out: Path | None = None, quiet: bool = False)
         unit = "characters"
         stats.update(d)
     else:
-        raise ChatsmithError(f"{p}: neither a token-shard folder ({MANIFEST}) "
-                             f"nor a document-shard folder ({PATTERN})")
+        raise ChatsmithError(
+            f"{p}: neither a token-shard folder ({MANIFEST}) nor a document-shard folder ({PATTERN})"
+        )
     if lengths.size:
-        stats["length"] = {"unit": unit, "mean": round(float(lengths.mean()), 1),
-                           "median": float(np.median(lengths)),
-                           "p90": float(np.percentile(lengths, 90)), "max": int(lengths.max())}
+        stats["length"] = {
+            "unit": unit,
+            "mean": round(float(lengths.mean()), 1),
+            "median": float(np.median(lengths)),
+            "p90": float(np.percentile(lengths, 90)),
+            "max": int(lengths.max()),
+        }
     hist = out / "length_hist.png"
     save_histogram(lengths, unit, hist)
     stats["histogram"] = str(hist)

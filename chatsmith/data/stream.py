@@ -16,6 +16,7 @@ Interface as `loaders.PretrainLoader`: `next_batch() -> (x, y)`, LongTensors of 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,32 @@ def doc_index(arr: np.ndarray, bos: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return starts, lengths, hashes
 
 
+def cached_doc_index(path: Path, arr: np.ndarray, bos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """doc_index, kept beside the shard (`NAME.index.npz`) so later runs and other ranks skip the scan.
+
+    The cache records the shard's size and modification time; a re-tokenized shard is scanned
+    again. A folder we cannot write to just means no cache.
+    """
+    cache = path.with_suffix(".index.npz")
+    st = path.stat()
+    stamp = np.array([st.st_size, st.st_mtime_ns, bos], dtype=np.int64)
+    try:
+        with np.load(cache) as z:
+            if np.array_equal(z["stamp"], stamp):
+                return z["starts"], z["lengths"], z["hashes"]
+    except (OSError, ValueError, KeyError):
+        pass
+    starts, lengths, hashes = doc_index(arr, bos)
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")  # ranks may race: each renames its own
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, stamp=stamp, starts=starts, lengths=lengths, hashes=hashes)
+        os.replace(tmp, cache)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+    return starts, lengths, hashes
+
+
 def in_val(hashes: np.ndarray, val_fraction: float) -> np.ndarray:
     """Whether each document belongs to the validation split (by its hash, so stable and disjoint)."""
     return (hashes % np.uint64(1_000_000)) < np.uint64(round(val_fraction * 1_000_000))
@@ -67,9 +94,19 @@ def in_val(hashes: np.ndarray, val_fraction: float) -> np.ndarray:
 class BOSAlignedLoader:
     """Rows of T+1 tokens packed from whole documents, each starting with BOS; resumable; rank-sliced."""
 
-    def __init__(self, tok_dir: str | Path, batch_size: int, seq_len: int, rank: int = 0, world: int = 1,
-                 split: str = "train", val_fraction: float = 0.01, seed: int = 0, buffer_size: int = 64,
-                 fingerprint: str | None = None) -> None:
+    def __init__(
+        self,
+        tok_dir: str | Path,
+        batch_size: int,
+        seq_len: int,
+        rank: int = 0,
+        world: int = 1,
+        split: str = "train",
+        val_fraction: float = 0.01,
+        seed: int = 0,
+        buffer_size: int = 64,
+        fingerprint: str | None = None,
+    ) -> None:
         if split not in ("train", "val", "all"):
             raise ChatsmithError(f"split must be train, val or all (got {split!r})")
         if not 0 <= rank < world:
@@ -77,8 +114,10 @@ class BOSAlignedLoader:
         tok_dir = Path(tok_dir).expanduser()
         m = read_manifest(tok_dir)
         if fingerprint is not None and m["tokenizer"] != fingerprint:
-            raise ChatsmithError(f"{tok_dir} was tokenized with tokenizer {m['tokenizer']}, "
-                                 f"but this run uses {fingerprint}; re-tokenize the data")
+            raise ChatsmithError(
+                f"{tok_dir} was tokenized with tokenizer {m['tokenizer']}, "
+                f"but this run uses {fingerprint}; re-tokenize the data"
+            )
         self.B, self.T, self.rank, self.world = batch_size, seq_len, rank, world
         self.seed, self.buffer_size, self.split = seed, buffer_size, split
         self.bos = int(m["bos_id"])
@@ -88,7 +127,7 @@ class BOSAlignedLoader:
             if not s["documents"]:
                 continue
             arr = open_shard(tok_dir / s["file"], m["tokenizer"])
-            st, ln, h = doc_index(arr, self.bos)
+            st, ln, h = cached_doc_index(tok_dir / s["file"], arr, self.bos)
             keep = np.ones(st.size, bool) if split == "all" else in_val(h, val_fraction) == (split == "val")
             shard_ids.append(np.full(int(keep.sum()), len(self.arrays), dtype=np.int32))
             starts.append(st[keep])
@@ -98,8 +137,9 @@ class BOSAlignedLoader:
         self.doc_start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
         self.doc_len = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
         if self.doc_len.size == 0:
-            raise ChatsmithError(f"{tok_dir}: no documents in the {split} split "
-                                 f"(val_fraction={val_fraction})")
+            raise ChatsmithError(
+                f"{tok_dir}: no documents in the {split} split (val_fraction={val_fraction})"
+            )
         self.epoch, self.cursor, self.buffer, self.rows = 0, 0, [], 0
         self._order_epoch, self._order = -1, np.zeros(0, np.int64)
 
@@ -156,15 +196,23 @@ class BOSAlignedLoader:
         return t[:, :-1], t[:, 1:]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "cursor": self.cursor, "buffer": list(self.buffer), "rows": self.rows,
-                "documents": self.documents, "seed": self.seed, "split": self.split}
+        return {
+            "epoch": self.epoch,
+            "cursor": self.cursor,
+            "buffer": list(self.buffer),
+            "rows": self.rows,
+            "documents": self.documents,
+            "seed": self.seed,
+            "split": self.split,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("documents") != self.documents or state.get("split") != self.split:
             raise ChatsmithError(
                 f"loader state is for {state.get('documents')} {state.get('split')} documents, "
                 f"but the data has {self.documents} {self.split} documents: "
-                "resume with the data the run started with")
+                "resume with the data the run started with"
+            )
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
         self.buffer, self.rows = [int(b) for b in state["buffer"]], int(state["rows"])
         self.seed = int(state["seed"])

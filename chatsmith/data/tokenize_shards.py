@@ -26,7 +26,7 @@ import numpy as np
 
 from chatsmith.common import log
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.docshards import list_doc_shards, read_row_group, row_groups, write_json
+from chatsmith.data.docshards import check_distinct, list_doc_shards, read_row_group, row_groups, write_json
 from chatsmith.data.shards import dtype_for, write_shard
 from chatsmith.tokenizer.bpe import BPETokenizer
 
@@ -68,19 +68,39 @@ def _encode_chunk(task: dict[str, Any]) -> dict[str, Any]:
         kept.append(d)
         sources[src] += 1
     n_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in cols["text"])
-    return write_shard(Path(task["out"]), kept, bos, tok.vocab_size, tok.fingerprint(),
-                       input=task["input"], bytes=n_bytes, sources=dict(sources),
-                       empty_documents=empty, bos_in_text=bos_in_text)
+    return write_shard(
+        Path(task["out"]),
+        kept,
+        bos,
+        tok.vocab_size,
+        tok.fingerprint(),
+        input=task["input"],
+        bytes=n_bytes,
+        sources=dict(sources),
+        empty_documents=empty,
+        bos_in_text=bos_in_text,
+    )
 
 
 def plan_chunks(in_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
     """One task per row group of every document shard, named after its input."""
     tasks = []
     for path in list_doc_shards(in_dir):
-        size = path.stat().st_size
+        st = path.stat()
         for g in range(row_groups(path)):
-            tasks.append({"path": str(path), "row_group": g, "out": str(out_dir / f"{path.stem}-{g:05d}.bin"),
-                          "input": {"file": path.name, "row_group": g, "size": size}})
+            tasks.append(
+                {
+                    "path": str(path),
+                    "row_group": g,
+                    "out": str(out_dir / f"{path.stem}-{g:05d}.bin"),
+                    "input": {
+                        "file": path.name,
+                        "row_group": g,
+                        "size": st.st_size,
+                        "mtime_ns": st.st_mtime_ns,
+                    },
+                }
+            )
     return tasks
 
 
@@ -124,24 +144,27 @@ def _pool(workers: int, tok_path: Path) -> Any:
             os.environ["TOKENIZERS_PARALLELISM"] = old
 
 
-def tokenize_dir(tokenizer: str | Path, in_dir: Path, out_dir: Path, workers: int = 2,
-                 quiet: bool = False) -> dict[str, Any]:
+def tokenize_dir(
+    tokenizer: str | Path, in_dir: Path, out_dir: Path, workers: int = 2, quiet: bool = False
+) -> dict[str, Any]:
     """Tokenize the document shards of in_dir into out_dir; resumes; returns the manifest."""
     global _worker_tok
     tok_path = tokenizer_file(tokenizer)
     tok = BPETokenizer.load(tok_path)
     fp = tok.fingerprint()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if in_dir.resolve() == out_dir.resolve():
-        raise ChatsmithError(f"tokenize: --out {out_dir} must differ from --in")
+    check_distinct(in_dir, out_dir, "tokenize")
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks = plan_chunks(in_dir, out_dir)
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # until every shard is done, no manifest claims otherwise
     _remove_stale(out_dir, tasks)
     done = {t["out"]: m for t in tasks if (m := _complete(t, fp)) is not None}
     pending = [t for t in tasks if t["out"] not in done]
     if not quiet:
-        log.info(f"tokenize: {len(tasks)} chunks, {len(done)} already done, {len(pending)} to do, "
-                 f"{workers} worker(s)")
+        log.info(
+            f"tokenize: {len(tasks)} chunks, {len(done)} already done, {len(pending)} to do, "
+            f"{workers} worker(s)"
+        )
     if workers > 1 and len(pending) > 1:
         with _pool(min(workers, len(pending)), tok_path) as pool:
             results = pool.imap_unordered(_encode_chunk, pending)
@@ -156,9 +179,11 @@ def tokenize_dir(tokenizer: str | Path, in_dir: Path, out_dir: Path, workers: in
     write_json(out_dir / MANIFEST, manifest)
     if not quiet:
         text_tokens = max(1, manifest["tokens"] - manifest["documents"])
-        log.info(f"tokenize: {manifest['documents']} documents, {manifest['tokens']} tokens "
-                 f"({manifest['bytes'] / text_tokens:.2f} bytes/token) "
-                 f"-> {out_dir}")
+        log.info(
+            f"tokenize: {manifest['documents']} documents, {manifest['tokens']} tokens "
+            f"({manifest['bytes'] / text_tokens:.2f} bytes/token) "
+            f"-> {out_dir}"
+        )
     return manifest
 
 
@@ -167,15 +192,21 @@ def summarize(manifests: list[dict[str, Any]], tok: BPETokenizer, in_dir: Path) 
     for m in manifests:
         sources.update(m.get("sources", {}))
     return {
-        "format": FORMAT, "tokenizer": tok.fingerprint(), "vocab_size": tok.vocab_size,
-        "dtype": np.dtype(dtype_for(tok.vocab_size)).name, "bos_id": tok.bos_id,
-        "documents": sum(m["documents"] for m in manifests), "tokens": sum(m["tokens"] for m in manifests),
+        "format": FORMAT,
+        "tokenizer": tok.fingerprint(),
+        "vocab_size": tok.vocab_size,
+        "dtype": np.dtype(dtype_for(tok.vocab_size)).name,
+        "bos_id": tok.bos_id,
+        "documents": sum(m["documents"] for m in manifests),
+        "tokens": sum(m["tokens"] for m in manifests),
         "bytes": sum(m.get("bytes", 0) for m in manifests),
         "empty_documents": sum(m.get("empty_documents", 0) for m in manifests),
         "bos_in_text": sum(m.get("bos_in_text", 0) for m in manifests),
-        "sources": dict(sorted(sources.items())), "docs_dir": str(in_dir),
-        "shards": [{"file": m["file"], "documents": m["documents"], "tokens": m["tokens"]}
-                   for m in manifests],
+        "sources": dict(sorted(sources.items())),
+        "docs_dir": str(in_dir.resolve()),
+        "shards": [
+            {"file": m["file"], "documents": m["documents"], "tokens": m["tokens"]} for m in manifests
+        ],
     }
 
 
