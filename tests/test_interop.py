@@ -26,7 +26,7 @@ from chatsmith.model.build import build_model
 from chatsmith.model.gpt import GPT, GPTConfig
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_conversation, encode_prompt, render
-from chatsmith.tokenizer.special import BOS, IM_START, SPECIAL_TOKENS
+from chatsmith.tokenizer.special import BOS, IM_END, IM_START, SPECIAL_TOKENS
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -38,8 +38,13 @@ PROMPTS = [
 TOOL_CONVERSATION: list[dict[str, Any]] = [
     {"role": "system", "content": "You are chatsmith."},
     {"role": "user", "content": "What is 37 * 41? 请用计算器。"},
-    {"role": "assistant", "content": "", "tool_calls": [
-        {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "37 * 41"}}}]},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "37 * 41"}}}
+        ],
+    },
     {"role": "tool", "content": "1517"},
     {"role": "assistant", "content": "37 * 41 = 1517."},
 ]
@@ -48,6 +53,15 @@ PLAIN_CONVERSATION: list[dict[str, Any]] = [
     {"role": "assistant", "content": "I am chatsmith, 一个助手."},
     {"role": "user", "content": "How many r's are in strawberry?"},
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine spinning threads cost a lot."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +87,12 @@ def qwen_tok(tiny_tok) -> BPETokenizer:
     """tiny_tok's vocabulary behind Qwen2's normaliser and split pattern, as a Qwen2 checkpoint has."""
     tk = Tokenizer.from_str(tiny_tok.tok.to_str())
     tk.normalizer = normalizers.NFC()
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok = BPETokenizer(tk)
     assert qwen2_tokenizer_fits(tok) and not qwen2_tokenizer_fits(tiny_tok)
     return tok
@@ -97,7 +113,7 @@ def hf_tensors(d: Path) -> dict[str, torch.Tensor]:
 def hf_greedy(hm: Any, prompt: list[int], n: int) -> list[int]:
     x = torch.tensor([prompt])
     out = hm.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False)
-    return out[0, len(prompt):].tolist()
+    return out[0, len(prompt) :].tolist()
 
 
 def greedy_until_stop(model: GPT, prompt: list[int], n: int, stops: set[int]) -> list[int]:
@@ -128,8 +144,17 @@ def test_export_loads_in_transformers_and_matches_chatsmith(
     overrides, qwen_style, arch, shard = EXPORT_CASES[case]
     tok = qwen_tok if qwen_style else tiny_tok
     # 40 rows beyond the tokenizer, as a model padded for speed would have.
-    base = dict(vocab_size=tok.vocab_size + 40, n_layer=2, n_embd=64, n_head=4, n_kv_head=2, head_dim=16,
-                intermediate_size=128, seq_len=256, rope_theta=5000.0)
+    base = dict(
+        vocab_size=tok.vocab_size + 40,
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        n_kv_head=2,
+        head_dim=16,
+        intermediate_size=128,
+        seq_len=256,
+        rope_theta=5000.0,
+    )
     cfg = GPTConfig(**{**base, **overrides})
     model = build_model(cfg, seed=0)
     randomize(model, seed=1)
@@ -140,6 +165,7 @@ def test_export_loads_in_transformers_and_matches_chatsmith(
 
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == [arch] and config["tie_word_embeddings"] == cfg.tie_embeddings
+    assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] == 5000.0  # 4.x and 5.x keys
     # Qwen3 and Llama carry q/k/v biases with attention_bias (plus a zero o_proj bias); Qwen2 always.
     assert config.get("attention_bias", False) == (cfg.qkv_bias and arch != "Qwen2ForCausalLM")
     gen_cfg = json.loads((out / "generation_config.json").read_text())
@@ -147,7 +173,8 @@ def test_export_loads_in_transformers_and_matches_chatsmith(
     assert set(gen_cfg["eos_token_id"]) == stops and gen_cfg["eos_token_id"][0] == tok.im_end_id
     tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
     assert (tok_cfg["eos_token"], tok_cfg["pad_token"], tok_cfg["bos_token"]) == ("<|im_end|>", BOS, None)
-    assert {t["content"] for t in tok_cfg["added_tokens_decoder"].values()} == set(SPECIAL_TOKENS)
+    added = {t["content"]: t["special"] for t in tok_cfg["added_tokens_decoder"].values()}
+    assert added == {t: t in (BOS, IM_START, IM_END) for t in SPECIAL_TOKENS}  # tool tags are text, as Qwen's
     if shard:
         index = json.loads((out / "model.safetensors.index.json").read_text())
         assert len(set(index["weight_map"].values())) > 1 and not (out / "model.safetensors").exists()
@@ -172,8 +199,13 @@ def test_export_loads_in_transformers_and_matches_chatsmith(
     for conv in (TOOL_CONVERSATION, PLAIN_CONVERSATION):
         assert ht.apply_chat_template(conv, tokenize=False) == render(conv)[0]
         assert ids_of(ht.apply_chat_template(conv, tokenize=True)) == encode_conversation(tok, conv)[0]
-        assert ids_of(ht.apply_chat_template(conv, tokenize=True, add_generation_prompt=True)) == \
-            encode_prompt(tok, conv)
+        assert ids_of(
+            ht.apply_chat_template(conv, tokenize=True, add_generation_prompt=True)
+        ) == encode_prompt(tok, conv)
+
+    # Decoding as vLLM does by default (skip_special_tokens) keeps the tool call for the hermes parser.
+    text = ht.decode(encode_conversation(tok, TOOL_CONVERSATION)[0], skip_special_tokens=True)
+    assert '<tool_call>\n{"name": "calculator"' in text and IM_START not in text
 
     # Greedy generation: all 20 tokens alike; and transformers stops where generation_config says.
     prompts = [encode_prompt(tok, conv) for conv in (TOOL_CONVERSATION[:2], PLAIN_CONVERSATION)]
@@ -188,7 +220,8 @@ def test_export_loads_in_transformers_and_matches_chatsmith(
     # And the export imports back into the very same network.
     import_main(str(out), str(tmp_path / "back"))
     back, back_tok, meta = load_checkpoint(tmp_path / "back")
-    assert back.cfg == cfg and back_tok.fingerprint() == tok.fingerprint() and meta["added_tokens"] == {}
+    assert back.cfg == cfg and back_tok.tok.get_vocab() == tok.tok.get_vocab() and meta["added_tokens"] == {}
+    assert back_tok.encode(render(TOOL_CONVERSATION)[0]) == encode_conversation(tok, TOOL_CONVERSATION)[0]
     x = torch.tensor([tok.encode(PROMPTS[1])])
     assert torch.equal(back(x), model(x))
 
@@ -199,8 +232,12 @@ def llama_style_tokenizer(texts: list[str]) -> Tokenizer:
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "</s>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tk.train_from_iterator(texts, trainer=trainer)
     return tk
 
@@ -225,9 +262,18 @@ def test_import_matches_transformers_and_round_trips(
         tk = llama_style_tokenizer(tiny_corpus_texts)
     n_tok = tk.get_vocab_size()
     rows = n_tok + 16 if chatml else n_tok  # Qwen pads its embedding beyond the tokenizer
-    hcfg = getattr(hf, cls)(vocab_size=rows, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                            rope_theta=5000.0, tie_word_embeddings=tied, **extra)
+    hcfg = getattr(hf, cls)(
+        vocab_size=rows,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rope_theta=5000.0,
+        tie_word_embeddings=tied,
+        **extra,
+    )
     torch.manual_seed(0)
     hm = hf.AutoModelForCausalLM.from_config(hcfg)
     randomize(hm, seed=2)
@@ -279,24 +325,36 @@ def test_import_matches_transformers_and_round_trips(
 @pytest.fixture(scope="module")
 def exported(tiny_tok, tmp_path_factory) -> Path:
     """A small valid Hugging Face folder (Qwen3, sharded) to damage in the refusal tests."""
-    cfg = GPTConfig(vocab_size=tiny_tok.vocab_size, n_layer=1, n_embd=32, n_head=2, n_kv_head=1, head_dim=16,
-                    intermediate_size=64, seq_len=64)
+    cfg = GPTConfig(
+        vocab_size=tiny_tok.vocab_size,
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        n_kv_head=1,
+        head_dim=16,
+        intermediate_size=64,
+        seq_len=64,
+    )
     out = tmp_path_factory.mktemp("refusals") / "hf"
     return export_hf(build_model(cfg, seed=0), tiny_tok, out, max_shard_size="20KB")
 
 
 def _copy(src: Path, dst: Path, **config_changes: Any) -> Path:
+    """A copy of src with config.json keys changed (None: removed)."""
     shutil.copytree(src, dst)
     cfg = json.loads((dst / "config.json").read_text())
     cfg.update(config_changes)
+    cfg = {k: v for k, v in cfg.items() if v is not None}
     (dst / "config.json").write_text(json.dumps(cfg))
     return dst
 
 
 REFUSED_CONFIGS = {
     "gpt2": (dict(architectures=["GPT2LMHeadModel"], model_type="gpt2"), "GPT2LMHeadModel"),
-    "yarn": (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
-             "yarn"),
+    "yarn": (
+        dict(rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
+        "yarn",
+    ),
     "yarn-v5": (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}), "yarn"),
     "llama3-rope": (dict(rope_scaling={"type": "llama3", "factor": 8.0}), "llama3"),
     "sliding": (dict(use_sliding_window=True, sliding_window=16), "sliding"),
@@ -314,6 +372,14 @@ def test_unsupported_configs_are_refused_with_the_reason(exported: Path, tmp_pat
     with pytest.raises(ChatsmithError, match=reason):
         import_main(str(src), str(tmp_path / "ckpt"))
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_classic_rope_keys_import(exported: Path, tmp_path: Path) -> None:
+    """Configs written before transformers 5 have rope_theta (and rope_scaling: null) only."""
+    src = _copy(exported, tmp_path / "src", rope_parameters=None, rope_theta=123.0, rope_scaling=None)
+    assert "rope_parameters" not in json.loads((src / "config.json").read_text())
+    import_main(str(src), str(tmp_path / "ckpt"))
+    assert load_checkpoint(tmp_path / "ckpt")[0].cfg.rope_theta == 123.0
 
 
 def test_a_non_zero_o_proj_bias_is_refused(exported: Path, tmp_path: Path) -> None:
@@ -357,8 +423,16 @@ def test_missing_files_are_refused(exported: Path, tmp_path: Path, damage: str) 
 def test_export_refuses_non_exportable_models_and_bad_arguments(
     tiny_tok, exported: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    base = dict(vocab_size=tiny_tok.vocab_size, n_layer=1, n_embd=32, n_head=2, n_kv_head=1, head_dim=16,
-                intermediate_size=64, seq_len=64)
+    base = dict(
+        vocab_size=tiny_tok.vocab_size,
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        n_kv_head=1,
+        head_dim=16,
+        intermediate_size=64,
+        seq_len=64,
+    )
     assert export_refusals(GPTConfig(**base)) == []
     # Every flag chatsmith has today exports; a flag that leaves the families plugs a check in.
     softcap = lambda c: "logit softcap is not in Qwen3" if c.rms_eps > 1e-3 else None  # noqa: E731
@@ -380,8 +454,16 @@ def test_export_refuses_non_exportable_models_and_bad_arguments(
 
 
 def test_bfloat16_checkpoints_export_in_bfloat16_and_old_configs_still_load(tiny_tok, tmp_path: Path) -> None:
-    cfg = GPTConfig(vocab_size=tiny_tok.vocab_size, n_layer=1, n_embd=32, n_head=2, n_kv_head=1, head_dim=16,
-                    intermediate_size=64, seq_len=64)
+    cfg = GPTConfig(
+        vocab_size=tiny_tok.vocab_size,
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        n_kv_head=1,
+        head_dim=16,
+        intermediate_size=64,
+        seq_len=64,
+    )
     model = build_model(cfg, seed=0).to(torch.bfloat16)
     save_checkpoint(tmp_path / "c", model, tiny_tok, {"step": 0})
     # A config.json written before qk_norm/qkv_bias existed loads with today's defaults.

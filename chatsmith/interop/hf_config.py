@@ -111,6 +111,8 @@ def _rope(d: dict[str, Any]) -> float:
     """rope_theta, refusing scaled or partial RoPE (not implemented in chatsmith.model.rope)."""
     params = d.get("rope_parameters") or {}
     scaling = d.get("rope_scaling") or {}
+    if any(isinstance(v, dict) for v in params.values()):
+        raise ChatsmithError("RoPE parameters per layer type are not supported")
     for p in (params, scaling):
         kind = p.get("rope_type", p.get("type"))
         if kind not in (None, "default"):

@@ -4,7 +4,7 @@ The folder holds what a Hub model repository holds:
 
     config.json              Qwen3ForCausalLM (or Llama/Qwen2, see hf_config)
     model.safetensors        or model-0000i-of-0000n.safetensors + model.safetensors.index.json
-    tokenizer.json           our tokenizer, unchanged (it is already in `tokenizers` format)
+    tokenizer.json           our tokenizer (already in `tokenizers` format), tool tags non-special
     tokenizer_config.json    ChatML chat_template, special tokens, tokenizer class
     generation_config.json   stop tokens and default sampling
 
@@ -23,15 +23,23 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tokenizers import Tokenizer
 
 from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common import log
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.interop.hf_config import check_exportable, export_architecture, to_hf_config, to_hf_name
+from chatsmith.interop.hf_config import export_architecture, to_hf_config, to_hf_name
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import CHAT_TEMPLATE
-from chatsmith.tokenizer.special import BOS, IM_END
+from chatsmith.tokenizer.special import (
+    BOS,
+    IM_END,
+    TOOL_CALL,
+    TOOL_CALL_END,
+    TOOL_RESPONSE,
+    TOOL_RESPONSE_END,
+)
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"  # transformers' default for save_pretrained
 FORMATS = ("hf",)
@@ -59,6 +67,20 @@ def parse_size(size: int | str) -> int:
     return n
 
 
+def export_tokenizer(tok: BPETokenizer) -> BPETokenizer:
+    """The same tokenizer with the tool tags as ordinary added tokens, as Qwen ships them.
+
+    Readers that decode with skip_special_tokens (vLLM by default; llama.cpp prints no
+    control tokens) then keep `<tool_call>` in the text, where the hermes parser looks for
+    it. Encoding is unchanged: added tokens are matched whole either way.
+    """
+    spec = json.loads(tok.tok.to_str())
+    for t in spec.get("added_tokens", []):
+        if t["content"] in (TOOL_CALL, TOOL_CALL_END, TOOL_RESPONSE, TOOL_RESPONSE_END):
+            t["special"] = False
+    return BPETokenizer(Tokenizer.from_str(json.dumps(spec)))
+
+
 def qwen2_tokenizer_fits(tok: BPETokenizer) -> bool:
     """Whether transformers >= 5 would tokenize like `tok` in a Qwen2 export.
 
@@ -69,8 +91,14 @@ def qwen2_tokenizer_fits(tok: BPETokenizer) -> bool:
     spec = json.loads(tok.tok.to_str())
     pre = spec.get("pre_tokenizer") or {}
     steps = [
-        (s.get("type"), (s.get("pattern") or {}).get("Regex"), s.get("behavior"), s.get("invert"),
-         s.get("add_prefix_space"), s.get("use_regex"))
+        (
+            s.get("type"),
+            (s.get("pattern") or {}).get("Regex"),
+            s.get("behavior"),
+            s.get("invert"),
+            s.get("add_prefix_space"),
+            s.get("use_regex"),
+        )
         for s in pre.get("pretokenizers", [pre])
     ]
     expected = [
@@ -134,8 +162,12 @@ def tokenizer_config(tok: BPETokenizer, max_length: int) -> dict[str, Any]:
     """
     decoder = {
         str(i): {
-            "content": t.content, "lstrip": t.lstrip, "normalized": t.normalized,
-            "rstrip": t.rstrip, "single_word": t.single_word, "special": t.special,
+            "content": t.content,
+            "lstrip": t.lstrip,
+            "normalized": t.normalized,
+            "rstrip": t.rstrip,
+            "single_word": t.single_word,
+            "special": t.special,
         }
         for i, t in sorted(tok.tok.get_added_tokens_decoder().items())
     }
@@ -193,6 +225,7 @@ def export_hf(
     dtype_name = DTYPES.get(state["model.embed_tokens.weight"].dtype)
     if dtype_name is None:
         raise ChatsmithError(f"cannot export weights of dtype {state['model.embed_tokens.weight'].dtype}")
+    tok = export_tokenizer(tok)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -222,7 +255,6 @@ def export_main(
     if to not in FORMATS:
         raise ChatsmithError(f"unknown export format {to!r}; supported: {', '.join(FORMATS)}")
     model, tok, _ = load_checkpoint(Path(model_path))
-    check_exportable(model.cfg)
     dtype = stored_dtype(Path(model_path))
     out = export_hf(model, tok, out_dir, max_shard_size=max_shard_size, dtype=dtype)
     arch = json.loads((out / "config.json").read_text())["architectures"][0]

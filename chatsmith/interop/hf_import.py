@@ -96,16 +96,20 @@ def chatsmith_state(hf: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, to
     if cfg.tie_embeddings:
         expected.discard("lm_head.weight")
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    problems = [f"{what} {', '.join(names[:5])}"
-                for what, names in (("missing", missing), ("unexpected", unexpected)) if names]
+    problems = [
+        f"{what} {', '.join(names[:5])}"
+        for what, names in (("missing", missing), ("unexpected", unexpected))
+        if names
+    ]
     if problems:
         raise ChatsmithError("weights do not match config.json: " + "; ".join(problems))
     dtype = state["embed_tokens.weight"].dtype
     return {k: v.to(dtype) for k, v in state.items()}
 
 
-def add_token_rows(state: dict[str, torch.Tensor], cfg: GPTConfig, added: dict[str, int], n_orig: int,
-                   vocab: int) -> GPTConfig:
+def add_token_rows(
+    state: dict[str, torch.Tensor], cfg: GPTConfig, added: dict[str, int], n_orig: int, vocab: int
+) -> GPTConfig:
     """Rows for added tokens (growing the matrices to `vocab` rows if needed) = mean of the original rows."""
     rows = state["embed_tokens.weight"].size(0)
     new_rows = max(rows, vocab)
