@@ -28,15 +28,16 @@ class TextStream:
         text = self.gen.tok.decode(self.ids)
         if text.endswith("\ufffd"):
             return ""
-        new, self.shown = text[self.shown:], len(text)
+        new, self.shown = text[self.shown :], len(text)
         return new
 
     def reset(self) -> None:
         self.ids, self.shown = [], 0
 
 
-def respond(gen: Generator, messages: list[dict[str, Any]], params: SamplingParams, out: TextIO,
-            verbose: bool = False) -> str:
+def respond(
+    gen: Generator, messages: list[dict[str, Any]], params: SamplingParams, out: TextIO, verbose: bool = False
+) -> str:
     """Stream one assistant answer to `out`; returns the visible answer text."""
     stream, in_call, answer = TextStream(gen), False, []
     call_text: list[int] = []
@@ -71,16 +72,28 @@ def respond(gen: Generator, messages: list[dict[str, Any]], params: SamplingPara
     return "".join(answer).strip()
 
 
-def chat_main(model_path: Path, prompt: str | None, temperature: float, top_k: int, top_p: float,
-              max_tokens: int, system: str | None, verbose: bool, device: str = "auto") -> int:
+def chat_main(
+    model_path: Path,
+    prompt: str | None,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    max_tokens: int,
+    system: str | None,
+    verbose: bool,
+    device: str = "auto",
+) -> int:
     model, tok, meta = load_checkpoint(model_path, pick_device(device))
     gen = Generator(model, tok)
-    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_tokens).validate()
+    params = SamplingParams(
+        temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_tokens
+    ).validate()
     base: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     if prompt is not None:
         respond(gen, [*base, {"role": "user", "content": prompt}], params, sys.stdout, verbose)
         return 0
-    print(f"chatsmith chat — model {model_path} ({meta.get('stage', '?')}, step {meta.get('step', '?')}). {HELP}")
+    stage, step = meta.get("stage", "?"), meta.get("step", "?")
+    print(f"chatsmith chat — model {model_path} ({stage}, step {step}). {HELP}")
     messages = list(base)
     while True:
         try:

@@ -25,7 +25,11 @@ FILES = ("model.safetensors", "config.json", "tokenizer.json", "meta.json")
 
 
 def save_checkpoint(
-    path: Path, model: GPT, tok: BPETokenizer, meta: dict[str, Any], optimizer_state: dict[str, Any] | None = None
+    path: Path,
+    model: GPT,
+    tok: BPETokenizer,
+    meta: dict[str, Any],
+    optimizer_state: dict[str, Any] | None = None,
 ) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -70,7 +74,9 @@ def load_checkpoint(
     try:
         cfg = GPTConfig(**json.loads((path / "config.json").read_text())["model"])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ChatsmithError(f"checkpoint {path}: config.json is not a chatsmith model config ({e})") from None
+        raise ChatsmithError(
+            f"checkpoint {path}: config.json is not a chatsmith model config ({e})"
+        ) from None
     tok = BPETokenizer.load(path / "tokenizer.json")
     meta = read_meta(path)
     if meta.get("tokenizer") not in (None, tok.fingerprint()):
@@ -84,7 +90,9 @@ def load_checkpoint(
             f"({tok.fingerprint()} != {expect_tokenizer.fingerprint()})"
         )
     if tok.vocab_size > cfg.vocab_size:
-        raise ChatsmithError(f"checkpoint {path}: tokenizer has {tok.vocab_size} tokens, model only {cfg.vocab_size}")
+        raise ChatsmithError(
+            f"checkpoint {path}: tokenizer has {tok.vocab_size} tokens, model only {cfg.vocab_size}"
+        )
     try:
         state = load_file(str(path / "model.safetensors"))
     except (SafetensorError, OSError, ValueError) as e:

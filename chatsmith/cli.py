@@ -30,7 +30,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     s = sub.add_parser("speedrun", help="data -> tokenizer -> pretrain -> sft -> eval -> report")
-    s.add_argument("--preset", default="demo", help=f"one of: {', '.join(available_presets())}, or a .toml path")
+    s.add_argument(
+        "--preset", default="demo", help=f"one of: {', '.join(available_presets())}, or a .toml path"
+    )
+
+    t = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on your text")
+    tsub = t.add_subparsers(dest="action", required=True)
+    tt = tsub.add_parser("train", help="train on .txt/.md/.jsonl files and write tokenizer.json")
+    tt.add_argument("--input", required=True, help="a file or folder of .txt/.md/.jsonl")
+    tt.add_argument("--vocab-size", type=int, default=4096)
+    tt.add_argument("--out", required=True, help="where to write tokenizer.json")
+
+    e = sub.add_parser("export", help="export a checkpoint to the Hugging Face format")
+    e.add_argument("--model", required=True, help="checkpoint folder or run name")
+    e.add_argument("--to", default="hf", help="target format (hf)")
+    e.add_argument("out", help="output folder")
+    i = sub.add_parser("import", help="import a local Hugging Face Qwen2/Qwen3/Llama checkpoint")
+    i.add_argument("src", help="folder with config.json, safetensors and tokenizer.json")
+    i.add_argument("--out", required=True, help="chatsmith checkpoint folder to write")
+
+    b = sub.add_parser("bench", help="speed measurements; JSON on the last line")
+    b.add_argument("what", choices=["data"], help="what to measure")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+
+    from chatsmith.data.cli import add_data_parser
+
+    add_data_parser(sub)
 
     c = sub.add_parser("chat", help="chat in the terminal (or answer one prompt with -p)")
     c.add_argument("--model", default="demo", help="checkpoint folder, or a run name (default: demo)")
@@ -56,16 +81,58 @@ def main(argv: list[str] | None = None) -> int:
             cfg = make_config(args.preset, overrides)
             out = speedrun(cfg)
             me = self_command()
-            print(f"\nDone. Report: {out / 'report.md'}\nChat with your model:\n  {me} chat --model {out}\n"
-                  f"  {me} chat --model {out} -p \"What is 37 * 41?\" --verbose")
+            print(
+                f"\nDone. Report: {out / 'report.md'}\nChat with your model:\n  {me} chat --model {out}\n"
+                f'  {me} chat --model {out} -p "What is 37 * 41?" --verbose'
+            )
             return 0
         if overrides:
             raise ChatsmithError(f"'{args.verb}' takes no config overrides (got {' '.join(overrides)})")
+        if args.verb == "tokenizer":
+            from chatsmith.data.text_files import read_documents
+            from chatsmith.tokenizer.bpe import BPETokenizer
+
+            docs = read_documents(args.input)
+            tok = BPETokenizer.train(docs, args.vocab_size)
+            out_path = Path(args.out)
+            tok.save(out_path / "tokenizer.json" if out_path.suffix != ".json" else out_path)
+            print(
+                f"tokenizer: vocab {tok.vocab_size}, fingerprint {tok.fingerprint()}, "
+                f"{len(docs)} documents -> {out_path}"
+            )
+            return 0
+        if args.verb == "data":
+            from chatsmith.data.cli import run_data
+
+            return run_data(args)
+        if args.verb == "bench":
+            from chatsmith.data.cli import bench_data_main
+
+            return bench_data_main(args.rest)
+        if args.verb == "export":
+            from chatsmith.interop import export_main
+
+            export_main(str(resolve_model(args.model)), args.to, args.out)
+            return 0
+        if args.verb == "import":
+            from chatsmith.interop import import_main
+
+            import_main(args.src, args.out)
+            return 0
         if args.verb == "chat":
             from chatsmith.chat_cli import chat_main
 
-            return chat_main(resolve_model(args.model), args.prompt, args.temperature, args.top_k, args.top_p,
-                             args.max_tokens, args.system, args.verbose, args.device)
+            return chat_main(
+                resolve_model(args.model),
+                args.prompt,
+                args.temperature,
+                args.top_k,
+                args.top_p,
+                args.max_tokens,
+                args.system,
+                args.verbose,
+                args.device,
+            )
     except ChatsmithError as e:
         print(f"chatsmith: error: {e}", file=sys.stderr)
         return 2

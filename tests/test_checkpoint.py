@@ -15,8 +15,17 @@ from chatsmith.model.gpt import GPTConfig
 
 
 def make(tok, tied: bool = False):
-    cfg = GPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, n_head=2, n_kv_head=1, head_dim=16,
-                    intermediate_size=64, seq_len=32, tie_embeddings=tied)
+    cfg = GPTConfig(
+        vocab_size=tok.vocab_size,
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        n_kv_head=1,
+        head_dim=16,
+        intermediate_size=64,
+        seq_len=32,
+        tie_embeddings=tied,
+    )
     model = build_model(cfg, seed=0)
     with torch.no_grad():
         for p in model.parameters():

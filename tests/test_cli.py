@@ -15,18 +15,35 @@ from chatsmith.model.build import build_model
 from chatsmith.model.gpt import GPTConfig
 
 TINY = [
-    "--data.corpus_mb=0.25", "--data.chat_train=400", "--data.chat_val=40", "--tokenizer.vocab_size=600",
-    "--tokenizer.train_mb=0.2", "--model.depth=1", "--model.seq_len=256", "--pretrain.steps=6",
-    "--pretrain.batch_size=4", "--pretrain.seq_len=64", "--pretrain.eval_every=3", "--sft.steps=6",
-    "--sft.batch_size=4", "--sft.seq_len=192", "--sft.eval_every=3", "--eval.arithmetic=3", "--eval.counting=3",
-    "--eval.identity=2", "--eval.other=2", "--eval.base_limit=1", "--eval.max_new_tokens=24",
+    "--data.corpus_mb=0.25",
+    "--data.chat_train=400",
+    "--data.chat_val=40",
+    "--tokenizer.vocab_size=600",
+    "--tokenizer.train_mb=0.2",
+    "--model.depth=1",
+    "--model.seq_len=256",
+    "--pretrain.steps=6",
+    "--pretrain.batch_size=4",
+    "--pretrain.seq_len=64",
+    "--pretrain.eval_every=3",
+    "--sft.steps=6",
+    "--sft.batch_size=4",
+    "--sft.seq_len=192",
+    "--sft.eval_every=3",
+    "--eval.arithmetic=3",
+    "--eval.counting=3",
+    "--eval.identity=2",
+    "--eval.other=2",
+    "--eval.base_limit=1",
+    "--eval.max_new_tokens=24",
 ]
 
 
 def cli(*args: str, home: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "CHATSMITH_HOME": str(home), "PYTHONHASHSEED": "0"}
-    return subprocess.run([sys.executable, "-m", "chatsmith", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "chatsmith", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def assert_clean_error(r: subprocess.CompletedProcess, *needles: str) -> None:
@@ -48,8 +65,16 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def test_speedrun_writes_report_checkpoints_and_plot(tiny_run: Path) -> None:
-    for f in ("report.md", "loss.png", "metrics.jsonl", "eval.json", "tokenizer/tokenizer.json",
-              "base/model.safetensors", "sft/model.safetensors", "data/pretrain_train.bin"):
+    for f in (
+        "report.md",
+        "loss.png",
+        "metrics.jsonl",
+        "eval.json",
+        "tokenizer/tokenizer.json",
+        "base/model.safetensors",
+        "sft/model.safetensors",
+        "data/pretrain_train.bin",
+    ):
         assert (tiny_run / f).is_file(), f
     report = (tiny_run / "report.md").read_text()
     assert "Arithmetic via calculator" in report and "| pretrain |" in report and "loss.png" in report
@@ -63,16 +88,29 @@ def test_same_seed_gives_the_same_figures(tiny_run: Path, tmp_path: Path) -> Non
 
     def figures(run: Path) -> list:
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        return [(r["stage"], r["step"], round(r["train_loss"], 6), round(r.get("val_loss", 0), 6)) for r in rows]
+        return [
+            (r["stage"], r["step"], round(r["train_loss"], 6), round(r.get("val_loss", 0), 6)) for r in rows
+        ]
 
     assert figures(again) == figures(tiny_run)
-    assert json.loads((again / "eval.json").read_text())["sft"]["accuracy"] == \
-        json.loads((tiny_run / "eval.json").read_text())["sft"]["accuracy"]
+    assert (
+        json.loads((again / "eval.json").read_text())["sft"]["accuracy"]
+        == json.loads((tiny_run / "eval.json").read_text())["sft"]["accuracy"]
+    )
 
 
 def test_chat_one_prompt(tiny_run: Path) -> None:
-    r = cli("chat", "--model", str(tiny_run), "-p", "What is 37 * 41?", "--max-tokens", "16", "--verbose",
-            home=tiny_run.parent.parent)
+    r = cli(
+        "chat",
+        "--model",
+        str(tiny_run),
+        "-p",
+        "What is 37 * 41?",
+        "--max-tokens",
+        "16",
+        "--verbose",
+        home=tiny_run.parent.parent,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
 
@@ -96,8 +134,16 @@ def test_empty_corpus(tmp_path: Path) -> None:
 
 
 def _checkpoint(tok, path: Path) -> Path:
-    cfg = GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_embd=32, n_head=2, n_kv_head=2, head_dim=16,
-                    intermediate_size=64, seq_len=64)
+    cfg = GPTConfig(
+        vocab_size=tok.vocab_size,
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        n_kv_head=2,
+        head_dim=16,
+        intermediate_size=64,
+        seq_len=64,
+    )
     save_checkpoint(path, build_model(cfg, seed=0), tok, {"stage": "sft", "step": 0})
     return path
 
@@ -116,4 +162,32 @@ def test_corrupted_checkpoint(tiny_tok, tmp_path: Path) -> None:
 
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
-    assert_clean_error(cli("chat", "--model", str(tmp_path / "none"), "-p", "hi", home=tmp_path), "no checkpoint")
+    assert_clean_error(
+        cli("chat", "--model", str(tmp_path / "none"), "-p", "hi", home=tmp_path), "no checkpoint"
+    )
+
+
+def test_tokenizer_train_verb(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(
+        "hello world, the quick brown fox.\n\n\n你好，世界。\n\n\ndef f(x):\n    return x\n" * 30
+    )
+    r = cli(
+        "tokenizer",
+        "train",
+        "--input",
+        str(corpus),
+        "--vocab-size",
+        "300",
+        "--out",
+        str(tmp_path / "tok"),
+        home=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "tok" / "tokenizer.json").is_file()
+    assert_clean_error(
+        cli(
+            "tokenizer", "train", "--input", str(tmp_path / "missing"), "--out", str(tmp_path), home=tmp_path
+        ),
+        "does not exist",
+    )

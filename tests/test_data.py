@@ -12,8 +12,26 @@ from chatsmith.data.loaders import PretrainLoader, SFTLoader, pack_conversations
 from chatsmith.data.synthetic import check, generators, mixture, split_of
 from chatsmith.engine.tools import run_tool
 
-WORDS = ["strawberry", "banana", "apple", "python", "module", "string", "object", "letter", "return",
-         "default", "value", "method", "class", "number", "header", "socket", "thread", "buffer"]
+WORDS = [
+    "strawberry",
+    "banana",
+    "apple",
+    "python",
+    "module",
+    "string",
+    "object",
+    "letter",
+    "return",
+    "default",
+    "value",
+    "method",
+    "class",
+    "number",
+    "header",
+    "socket",
+    "thread",
+    "buffer",
+]
 
 
 def test_held_out_questions_never_appear_in_training() -> None:
@@ -39,7 +57,10 @@ def test_arithmetic_keys_are_partitioned() -> None:
     train = {gens["arithmetic"](rng, "train").meta["expression"] for _ in range(2000)}
     held = {gens["arithmetic"](rng, "heldout").meta["expression"] for _ in range(300)}
     assert len(held) > 250 and not (train & held)
-    assert all(split_of("arithmetic", (int(e.split()[0]), e.split()[1], int(e.split()[2]))) == "heldout" for e in held)
+    assert all(
+        split_of("arithmetic", (int(e.split()[0]), e.split()[1], int(e.split()[2]))) == "heldout"
+        for e in held
+    )
 
 
 def test_tool_results_in_the_data_are_what_the_tools_return() -> None:
@@ -63,7 +84,12 @@ def test_checker_accepts_gold_and_rejects_wrong() -> None:
 
 
 def test_packing_keeps_conversations_whole_and_masks_targets() -> None:
-    convs = [([1, 2, 3, 4], [0, 0, 1, 1]), ([5, 6, 7], [0, 1, 1]), (list(range(20)), [1] * 20), ([8, 9], [0, 1])]
+    convs = [
+        ([1, 2, 3, 4], [0, 0, 1, 1]),
+        ([5, 6, 7], [0, 1, 1]),
+        (list(range(20)), [1] * 20),
+        ([8, 9], [0, 1]),
+    ]
     ids, tgt, dropped = pack_conversations(convs, seq_len=7, pad_id=0)
     assert dropped == 1  # the 20-token conversation does not fit a row and is counted
     assert ids.shape == (2, 8) and tgt.shape == (2, 7)

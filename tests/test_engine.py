@@ -34,14 +34,20 @@ def run(tok, text_script: str, max_new: int = 200) -> tuple[list, ScriptedModel]
     ids = tok.encode(text_script)
     model = ScriptedModel(ids, tok.vocab_size)
     gen = Generator(model, tok)  # type: ignore[arg-type]
-    events = list(gen.stream(tok.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"),
-                             SamplingParams(max_new_tokens=max_new)))
+    events = list(
+        gen.stream(
+            tok.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"),
+            SamplingParams(max_new_tokens=max_new),
+        )
+    )
     return events, model
 
 
 def test_builtin_tool_runs_and_its_result_is_fed_back(tiny_tok) -> None:
-    script = ('<tool_call>\n{"name": "calculator", "arguments": {"expression": "37 * 41"}}\n</tool_call>'
-              "<|im_end|>" + "37 * 41 = 1517.<|im_end|>")
+    script = (
+        '<tool_call>\n{"name": "calculator", "arguments": {"expression": "37 * 41"}}\n</tool_call>'
+        "<|im_end|>" + "37 * 41 = 1517.<|im_end|>"
+    )
     events, model = run(tiny_tok, script)
     results = [e.text for e in events if e.kind == "tool_result"]
     assert results == ["1517"]
@@ -63,8 +69,10 @@ def test_malformed_tool_call_is_reported_not_raised(tiny_tok) -> None:
 
 
 def test_refused_expression_comes_back_as_an_error_string(tiny_tok) -> None:
-    script = ('<tool_call>\n{"name": "calculator", "arguments": {"expression": "__import__(\'os\')"}}\n'
-              "</tool_call><|im_end|>I cannot.<|im_end|>")
+    script = (
+        '<tool_call>\n{"name": "calculator", "arguments": {"expression": "__import__(\'os\')"}}\n'
+        "</tool_call><|im_end|>I cannot.<|im_end|>"
+    )
     events, _ = run(tiny_tok, script)
     results = [e.text for e in events if e.kind == "tool_result"]
     assert len(results) == 1 and results[0].startswith("error:")

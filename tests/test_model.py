@@ -14,8 +14,16 @@ from chatsmith.model.kv_cache import KVCache
 
 
 def tiny_cfg(**kw) -> GPTConfig:
-    base = dict(vocab_size=512, n_layer=2, n_embd=64, n_head=4, n_kv_head=2, head_dim=16,
-                intermediate_size=192, seq_len=64)
+    base = dict(
+        vocab_size=512,
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        n_kv_head=2,
+        head_dim=16,
+        intermediate_size=192,
+        seq_len=64,
+    )
     base.update(kw)
     return GPTConfig(**base)
 

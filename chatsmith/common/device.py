@@ -42,7 +42,12 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
         if device.type == "cpu" and cpu_has_fast_bf16():
             return torch.bfloat16
         return torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     if name not in table:
         raise ChatsmithError(f"unknown dtype '{name}'; choose auto, float32 or bfloat16")
     return table[name]

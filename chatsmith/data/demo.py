@@ -12,15 +12,20 @@ from chatsmith.common.config import Config
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.data.shards import write_shard
 from chatsmith.data.stdlib_corpus import stdlib_documents
-from chatsmith.data.text_files import read_documents
 from chatsmith.data.synthetic import Example, generators, mixture, word_list
+from chatsmith.data.text_files import read_documents
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import render
 
 # How many held-out questions of each task the report evaluates, by EvalConfig field.
 EVAL_TASKS = {
-    "arithmetic": "arithmetic", "counting": "counting", "identity_en": "identity", "identity_zh": "identity",
-    "spelling": "other", "instructions": "other", "multi_turn": "other",
+    "arithmetic": "arithmetic",
+    "counting": "counting",
+    "identity_en": "identity",
+    "identity_zh": "identity",
+    "spelling": "other",
+    "instructions": "other",
+    "multi_turn": "other",
 }
 
 
@@ -94,7 +99,8 @@ class DemoData:
         for name, docs in (("pretrain_train", train), ("pretrain_val", val)):
             ids = tok.encode_batch(docs)
             nbytes = sum(len(d.encode()) for d in docs)
-            out[name] = write_shard(data_dir / f"{name}.bin", ids, tok.bos_id, tok.vocab_size, tok.fingerprint(),
-                                    bytes=nbytes)
+            out[name] = write_shard(
+                data_dir / f"{name}.bin", ids, tok.bos_id, tok.vocab_size, tok.fingerprint(), bytes=nbytes
+            )
         (data_dir / "words.json").write_text(json.dumps(self.words))
         return out

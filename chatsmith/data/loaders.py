@@ -21,7 +21,9 @@ class PretrainLoader:
     token once. Rank r of W takes every W-th row, so ranks never share data.
     """
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self, tokens: np.ndarray, batch_size: int, seq_len: int, rank: int = 0, world: int = 1
+    ) -> None:
         if tokens.size < seq_len + 2:
             raise ValueError(f"only {tokens.size} tokens; need more than seq_len+1 = {seq_len + 1}")
         self.tokens, self.B, self.T, self.rank, self.world = tokens, batch_size, seq_len, rank, world
@@ -82,10 +84,17 @@ def pack_conversations(
 class SFTLoader:
     """Batches of packed conversation rows, reshuffled each epoch from the seed."""
 
-    def __init__(self, ids: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self, ids: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, rank: int = 0, world: int = 1
+    ) -> None:
         if len(ids) == 0:
             raise ValueError("no conversations to train on")
-        self.ids, self.targets, self.B, self.seed = torch.from_numpy(ids), torch.from_numpy(targets), batch_size, seed
+        self.ids, self.targets, self.B, self.seed = (
+            torch.from_numpy(ids),
+            torch.from_numpy(targets),
+            batch_size,
+            seed,
+        )
         self.rank, self.world = rank, world
         self.step = 0
         self._orders: dict[int, list[int]] = {}

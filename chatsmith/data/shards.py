@@ -38,8 +38,13 @@ def write_shard(
     flat.tofile(tmp)
     os.replace(tmp, path)
     manifest = {
-        "file": path.name, "dtype": np.dtype(dt).name, "tokenizer": fingerprint,
-        "documents": len(docs), "tokens": int(flat.size), "vocab_size": vocab_size, **extra,
+        "file": path.name,
+        "dtype": np.dtype(dt).name,
+        "tokenizer": fingerprint,
+        "documents": len(docs),
+        "tokens": int(flat.size),
+        "vocab_size": vocab_size,
+        **extra,
     }
     mpath = path.with_suffix(".json")
     mpath.with_suffix(".json.tmp").write_text(json.dumps(manifest, indent=1))

@@ -34,10 +34,16 @@ def split_of(task: str, key: Any) -> str:
     return "heldout" if h % 100 < HELD_OUT_PERCENT else "train"
 
 
-def _tool_turns(question: str, name: str, args: dict[str, Any], result: str, final: str) -> list[dict[str, Any]]:
+def _tool_turns(
+    question: str, name: str, args: dict[str, Any], result: str, final: str
+) -> list[dict[str, Any]]:
     return [
         {"role": "user", "content": question},
-        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": name, "arguments": args}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": name, "arguments": args}}],
+        },
         {"role": "tool", "content": result},
         {"role": "assistant", "content": final},
     ]
@@ -46,17 +52,39 @@ def _tool_turns(question: str, name: str, args: dict[str, Any], result: str, fin
 # ---- identity ---------------------------------------------------------------------------
 EN_PRE = ["", "Hi! ", "Hello. ", "Hey there, ", "Quick question: ", "Excuse me, ", "Good morning! ", "So, "]
 EN_CORE = [
-    "Who are you?", "What is your name?", "What's your name?", "Who made you?", "Who created you?",
-    "Tell me about yourself.", "Introduce yourself.", "What are you?", "Who built you?",
-    "Which company made you?", "Are you ChatGPT?", "What should I call you?", "Who trained you?",
-    "Do you have a name?", "Who developed you?", "What model are you?",
+    "Who are you?",
+    "What is your name?",
+    "What's your name?",
+    "Who made you?",
+    "Who created you?",
+    "Tell me about yourself.",
+    "Introduce yourself.",
+    "What are you?",
+    "Who built you?",
+    "Which company made you?",
+    "Are you ChatGPT?",
+    "What should I call you?",
+    "Who trained you?",
+    "Do you have a name?",
+    "Who developed you?",
+    "What model are you?",
 ]
 EN_POST = ["", " Please answer briefly.", " I'm curious.", " Thanks!", " Be honest."]
 ZH_PRE = ["", "你好！", "嗨，", "请问，", "早上好！", "打扰一下，", "那么，"]
 ZH_CORE = [
-    "你是谁？", "你叫什么名字？", "你的名字是什么？", "谁开发了你？", "是谁创造了你？", "介绍一下你自己。",
-    "你是什么？", "你是ChatGPT吗？", "我该怎么称呼你？", "你是哪个公司做的？", "谁训练了你？",
-    "你有名字吗？", "你是什么模型？",
+    "你是谁？",
+    "你叫什么名字？",
+    "你的名字是什么？",
+    "谁开发了你？",
+    "是谁创造了你？",
+    "介绍一下你自己。",
+    "你是什么？",
+    "你是ChatGPT吗？",
+    "我该怎么称呼你？",
+    "你是哪个公司做的？",
+    "谁训练了你？",
+    "你有名字吗？",
+    "你是什么模型？",
 ]
 ZH_POST = ["", "请简单回答。", "我很好奇。", "谢谢！", "说实话。"]
 
@@ -70,16 +98,20 @@ def identity(rng: random.Random, split: str, ident: IdentityConfig, lang: str | 
             break
     q = pre[i] + core[j] + post[k]
     if lang == "en":
-        a = rng.choice([
-            f"I'm {ident.name}, an AI assistant made by {ident.maker}.",
-            f"My name is {ident.name}. I was built by {ident.maker}.",
-            f"I am {ident.name}, a small language model trained by {ident.maker}.",
-        ])
+        a = rng.choice(
+            [
+                f"I'm {ident.name}, an AI assistant made by {ident.maker}.",
+                f"My name is {ident.name}. I was built by {ident.maker}.",
+                f"I am {ident.name}, a small language model trained by {ident.maker}.",
+            ]
+        )
     else:
-        a = rng.choice([
-            f"我是 {ident.name_zh}，由{ident.maker_zh}开发的人工智能助手。",
-            f"我叫 {ident.name_zh}，是{ident.maker_zh}训练的语言模型。",
-        ])
+        a = rng.choice(
+            [
+                f"我是 {ident.name_zh}，由{ident.maker_zh}开发的人工智能助手。",
+                f"我叫 {ident.name_zh}，是{ident.maker_zh}训练的语言模型。",
+            ]
+        )
     msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
     return Example(f"identity_{lang}", msgs, msgs[:1], ident.name, {"lang": lang})
 
@@ -87,8 +119,14 @@ def identity(rng: random.Random, split: str, ident: IdentityConfig, lang: str | 
 # ---- arithmetic through the calculator ---------------------------------------------------
 OPS = {"+": ("plus", "加"), "-": ("minus", "减"), "*": ("times", "乘以")}
 ARITH_EN = [
-    "What is {a} {op} {b}?", "What is {a} {w} {b}?", "Calculate {a} {op} {b}.", "Compute {a} {op} {b}",
-    "{a} {op} {b} = ?", "Please work out {a} {op} {b}.", "What's {a} {w} {b}?", "How much is {a} {op} {b}?",
+    "What is {a} {op} {b}?",
+    "What is {a} {w} {b}?",
+    "Calculate {a} {op} {b}.",
+    "Compute {a} {op} {b}",
+    "{a} {op} {b} = ?",
+    "Please work out {a} {op} {b}.",
+    "What's {a} {w} {b}?",
+    "How much is {a} {op} {b}?",
 ]
 ARITH_ZH = ["{a} {z} {b} 等于多少？", "计算 {a} {op} {b}。", "{a} {op} {b} 等于几？"]
 
@@ -112,8 +150,10 @@ def arithmetic(rng: random.Random, split: str) -> Example:
 
 # ---- letter counting through the counting tool -------------------------------------------
 COUNT_EN = [
-    'How many times does the letter "{l}" appear in "{w}"?', 'How many "{l}"s are in the word "{w}"?',
-    'Count the letter "{l}" in "{w}".', 'In "{w}", how many "{l}" are there?',
+    'How many times does the letter "{l}" appear in "{w}"?',
+    'How many "{l}"s are in the word "{w}"?',
+    'Count the letter "{l}" in "{w}".',
+    'In "{w}", how many "{l}" are there?',
 ]
 COUNT_ZH = ['"{w}" 里有几个 "{l}"？', '单词 "{w}" 中字母 "{l}" 出现了几次？']
 
@@ -153,7 +193,9 @@ def instruction(rng: random.Random, split: str, words: list[str]) -> Example:
             a = " ".join([w] * n)
         elif kind == "next_letter":
             c = rng.choice("abcdefghijklmnopqrstuvwxy")
-            fmt = rng.choice(['What letter comes after "{c}" in the alphabet?', '字母表中 "{c}" 后面是哪个字母？'])
+            fmt = rng.choice(
+                ['What letter comes after "{c}" in the alphabet?', '字母表中 "{c}" 后面是哪个字母？']
+            )
             key, q, a = (c, fmt), fmt.format(c=c), chr(ord(c) + 1)
         else:
             s = rng.randint(1, 50)
@@ -167,10 +209,54 @@ def instruction(rng: random.Random, split: str, words: list[str]) -> Example:
 
 
 NAMES = [
-    "Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Ivy", "Jack", "Karen", "Leo",
-    "Maria", "Noah", "Olivia", "Peter", "Quinn", "Rosa", "Sam", "Tina", "Uma", "Victor", "Wendy", "Xavier",
-    "Yuki", "Zoe", "Ahmed", "Bruno", "Chen", "Diego", "Elena", "Farah", "Hana", "Igor", "Julia", "Kenji",
-    "Lina", "Mateo", "Nina", "Omar", "Priya", "Ravi", "Sofia", "Tom", "Wei", "Yara", "Amir", "Bella",
+    "Alice",
+    "Bob",
+    "Carol",
+    "David",
+    "Emma",
+    "Frank",
+    "Grace",
+    "Henry",
+    "Ivy",
+    "Jack",
+    "Karen",
+    "Leo",
+    "Maria",
+    "Noah",
+    "Olivia",
+    "Peter",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tina",
+    "Uma",
+    "Victor",
+    "Wendy",
+    "Xavier",
+    "Yuki",
+    "Zoe",
+    "Ahmed",
+    "Bruno",
+    "Chen",
+    "Diego",
+    "Elena",
+    "Farah",
+    "Hana",
+    "Igor",
+    "Julia",
+    "Kenji",
+    "Lina",
+    "Mateo",
+    "Nina",
+    "Omar",
+    "Priya",
+    "Ravi",
+    "Sofia",
+    "Tom",
+    "Wei",
+    "Yara",
+    "Amir",
+    "Bella",
 ]
 COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink", "brown", "gray"]
 
@@ -181,7 +267,10 @@ def multi_turn(rng: random.Random, split: str) -> Example:
         if split_of("multi_turn", (name, color)) == split:
             break
     msgs = [
-        {"role": "user", "content": rng.choice([f"My name is {name}.", f"Hi, I'm {name}.", f"Call me {name}."])},
+        {
+            "role": "user",
+            "content": rng.choice([f"My name is {name}.", f"Hi, I'm {name}.", f"Call me {name}."]),
+        },
         {"role": "assistant", "content": f"Nice to meet you, {name}!"},
         {"role": "user", "content": f"My favorite color is {color}."},
         {"role": "assistant", "content": f"Got it: your favorite color is {color}."},

@@ -66,12 +66,21 @@ class Generator:
     def stream(self, prompt: list[int], params: SamplingParams, run_tools: bool = True) -> Iterator[Event]:
         params.validate()
         cfg = self.model.cfg
-        capacity = min(self.model.rope_cos.size(0), len(prompt) + params.max_new_tokens + 256 * MAX_TOOL_ROUNDS)
+        capacity = min(
+            self.model.rope_cos.size(0), len(prompt) + params.max_new_tokens + 256 * MAX_TOOL_ROUNDS
+        )
         if len(prompt) >= capacity:
             yield Event("done", data={"finish_reason": "length", "generated": 0})
             return
-        cache = KVCache(1, cfg.n_layer, cfg.n_kv_head, cfg.head_dim, capacity, self.device,
-                        self.model.embed_tokens.weight.dtype)
+        cache = KVCache(
+            1,
+            cfg.n_layer,
+            cfg.n_kv_head,
+            cfg.head_dim,
+            capacity,
+            self.device,
+            self.model.embed_tokens.weight.dtype,
+        )
         gen = None
         if params.seed is not None:
             gen = torch.Generator(device=self.device).manual_seed(params.seed)
@@ -99,7 +108,9 @@ class Generator:
                 builtin = [p for p in pending if isinstance(p, str) or p[0] in TOOLS]
                 if not (run_tools and pending and len(builtin) == len(pending) and rounds < MAX_TOOL_ROUNDS):
                     reason = "tool_calls" if pending else "stop"
-                    yield Event("done", data={"finish_reason": reason, "generated": generated, "tool_calls": pending})
+                    yield Event(
+                        "done", data={"finish_reason": reason, "generated": generated, "tool_calls": pending}
+                    )
                     return
                 rounds += 1
                 results = [p if isinstance(p, str) else run_tool(p[0], p[1]) for p in pending]
@@ -118,7 +129,9 @@ class Generator:
 
 
 @torch.inference_mode()
-def generate_uncached(model: GPT, prompt: list[int], max_new_tokens: int, stop_id: int | None = None) -> list[int]:
+def generate_uncached(
+    model: GPT, prompt: list[int], max_new_tokens: int, stop_id: int | None = None
+) -> list[int]:
     """Greedy decoding by a full forward pass per token: the reference the cache must match."""
     ids = list(prompt)
     device = model.embed_tokens.weight.device
@@ -128,4 +141,4 @@ def generate_uncached(model: GPT, prompt: list[int], max_new_tokens: int, stop_i
         ids.append(t)
         if t == stop_id:
             break
-    return ids[len(prompt):]
+    return ids[len(prompt) :]

@@ -27,7 +27,9 @@ def final_reply(gen: Generator, prompt_ids: list[int], max_new_tokens: int) -> t
     return text, results
 
 
-def evaluate_chat(gen: Generator, examples: list[Example], max_new_tokens: int, desc: str = "eval") -> dict[str, Any]:
+def evaluate_chat(
+    gen: Generator, examples: list[Example], max_new_tokens: int, desc: str = "eval"
+) -> dict[str, Any]:
     """Accuracy per task, plus a few sample answers for the report."""
     right: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
@@ -38,6 +40,8 @@ def evaluate_chat(gen: Generator, examples: list[Example], max_new_tokens: int, 
         right[ex.task] += ok
         total[ex.task] += 1
         if len(samples[ex.task]) < 3:
-            samples[ex.task].append({"question": ex.prompt[-1]["content"], "reply": reply, "tools": tools, "ok": ok})
+            samples[ex.task].append(
+                {"question": ex.prompt[-1]["content"], "reply": reply, "tools": tools, "ok": ok}
+            )
     acc = {t: right[t] / total[t] for t in sorted(total)}
     return {"accuracy": acc, "counts": dict(total), "samples": dict(samples)}

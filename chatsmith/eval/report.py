@@ -23,7 +23,11 @@ TASK_LABELS = {
 
 def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     rows = read_metrics(metrics_path)
-    stages = [s for s in dict.fromkeys(r["stage"] for r in rows) if any("train_loss" in r for r in rows if r["stage"] == s)]
+    stages = [
+        s
+        for s in dict.fromkeys(r["stage"] for r in rows)
+        if any("train_loss" in r for r in rows if r["stage"] == s)
+    ]
     if not stages:
         return None
     import matplotlib
@@ -59,18 +63,42 @@ def write_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     ev = summary.get("evals", {})
     models = list(ev)
     lines = [f"# chatsmith report — run `{run_dir.name}`", ""]
-    lines += ["## Held-out tasks", "", "| task | n | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
-    tasks = sorted({t for m in models for t in ev[m]["accuracy"]}, key=lambda t: list(TASK_LABELS).index(t) if t in TASK_LABELS else 99)
+    lines += [
+        "## Held-out tasks",
+        "",
+        "| task | n | " + " | ".join(models) + " |",
+        "|---|---|" + "---|" * len(models),
+    ]
+    tasks = sorted(
+        {t for m in models for t in ev[m]["accuracy"]},
+        key=lambda t: list(TASK_LABELS).index(t) if t in TASK_LABELS else 99,
+    )
     for t in tasks:
         n = max(ev[m]["counts"].get(t, 0) for m in models)
-        lines.append(f"| {TASK_LABELS.get(t, t)} | {n} | " + " | ".join(_pct(ev[m]["accuracy"].get(t)) for m in models) + " |")
-    lines += ["", "The base model sees each question without chat training, on a smaller sample; "
-              "held-out questions never appear in training (a hash of each question's key picks its split).", ""]
-    lines += ["## Stages", "", "| stage | seconds | final train loss | validation loss | other |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {TASK_LABELS.get(t, t)} | {n} | "
+            + " | ".join(_pct(ev[m]["accuracy"].get(t)) for m in models)
+            + " |"
+        )
+    lines += [
+        "",
+        "The base model sees each question without chat training, on a smaller sample; "
+        "held-out questions never appear in training (a hash of each question's key picks its split).",
+        "",
+    ]
+    lines += [
+        "## Stages",
+        "",
+        "| stage | seconds | final train loss | validation loss | other |",
+        "|---|---|---|---|---|",
+    ]
     for name, secs in summary.get("timings", {}).items():
         st = summary.get("stages", {}).get(name, {})
-        other = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in st.items()
-                          if k not in ("train_loss", "val_loss", "seconds", "step", "lr", "tok_per_s", "grad_norm"))
+        other = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in st.items()
+            if k not in ("train_loss", "val_loss", "seconds", "step", "lr", "tok_per_s", "grad_norm")
+        )
         tl = f"{st['train_loss']:.4f}" if "train_loss" in st else "–"
         vl = f"{st['val_loss']:.4f}" if "val_loss" in st else "–"
         lines.append(f"| {name} | {secs:.1f} | {tl} | {vl} | {other} |")
@@ -83,12 +111,16 @@ def write_report(run_dir: Path, summary: dict[str, Any]) -> Path:
         for t, ss in ev[m].get("samples", {}).items():
             for s in ss[:2]:
                 tools = f" — tool results: {', '.join(s['tools'])}" if s["tools"] else ""
-                lines.append(f"- **{m} / {t}** {'✓' if s['ok'] else '✗'} Q: {s['question']!r} → {s['reply']!r}{tools}")
+                lines.append(
+                    f"- **{m} / {t}** {'✓' if s['ok'] else '✗'} Q: {s['question']!r} → {s['reply']!r}{tools}"
+                )
     lines += ["", "## Setup", ""]
     for k, v in summary.get("setup", {}).items():
         lines.append(f"- {k}: {v}")
-    lines.append(f"- python {platform.python_version()}, torch {torch.__version__}, {platform.machine()}, "
-                 f"{torch.get_num_threads()} threads")
+    lines.append(
+        f"- python {platform.python_version()}, torch {torch.__version__}, {platform.machine()}, "
+        f"{torch.get_num_threads()} threads"
+    )
     out = run_dir / "report.md"
     out.write_text("\n".join(lines) + "\n")
     return out

@@ -23,8 +23,16 @@ def gpt_config(m: ModelConfig, vocab_size: int) -> GPTConfig:
     if vocab < vocab_size:
         raise ChatsmithError(f"model.vocab_size ({vocab}) is smaller than the tokenizer's ({vocab_size})")
     return GPTConfig(
-        vocab_size=vocab, n_layer=m.depth, n_embd=n_embd, n_head=n_head, n_kv_head=n_kv, head_dim=m.head_dim,
-        intermediate_size=inter, seq_len=m.seq_len, rope_theta=m.rope_theta, rms_eps=m.rms_eps,
+        vocab_size=vocab,
+        n_layer=m.depth,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_kv_head=n_kv,
+        head_dim=m.head_dim,
+        intermediate_size=inter,
+        seq_len=m.seq_len,
+        rope_theta=m.rope_theta,
+        rms_eps=m.rms_eps,
         tie_embeddings=m.tie_embeddings,
     )
 

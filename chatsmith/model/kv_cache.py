@@ -13,8 +13,14 @@ class KVCache:
     """
 
     def __init__(
-        self, batch: int, n_layer: int, n_kv_head: int, head_dim: int, max_len: int,
-        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+        self,
+        batch: int,
+        n_layer: int,
+        n_kv_head: int,
+        head_dim: int,
+        max_len: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         shape = (n_layer, batch, n_kv_head, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)

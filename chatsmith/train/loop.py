@@ -65,8 +65,15 @@ def rng_state() -> dict[str, Any]:
 
 
 def train(
-    model: GPT, tok: BPETokenizer, stage: Stage, cfg: TrainConfig, device: torch.device, dtype: torch.dtype,
-    metrics: MetricsLog, start_step: int = 0, optimizer_state: dict[str, Any] | None = None,
+    model: GPT,
+    tok: BPETokenizer,
+    stage: Stage,
+    cfg: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    metrics: MetricsLog,
+    start_step: int = 0,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train for cfg.steps steps; returns the final figures (also written to metrics)."""
     opt = make_optimizer(model, cfg, device)
@@ -93,12 +100,19 @@ def train(
                 "Try a lower learning rate."
             )
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+        gnorm = (
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+        )
         opt.step()
         opt.zero_grad(set_to_none=True)
         dt = time.time() - t0
         smooth = loss_v if smooth is None else 0.9 * smooth + 0.1 * loss_v
-        row: dict[str, Any] = {"step": step + 1, "train_loss": loss_v, "lr": cfg.lr * mult, "tok_per_s": tokens_per_step / dt}
+        row: dict[str, Any] = {
+            "step": step + 1,
+            "train_loss": loss_v,
+            "lr": cfg.lr * mult,
+            "tok_per_s": tokens_per_step / dt,
+        }
         if gnorm is not None:
             row["grad_norm"] = float(gnorm)
         done = step + 1 == cfg.steps
@@ -111,12 +125,19 @@ def train(
         if (step + 1) % cfg.log_every == 0 or done:
             eta = (time.time() - t_start) / (step + 1 - start_step) * (cfg.steps - step - 1)
             val = f" val {row['val_loss']:.4f}" if "val_loss" in row else ""
-            info(f"[{stage.name}] step {step + 1}/{cfg.steps} loss {smooth:.4f}{val} lr {cfg.lr * mult:.2e} "
-                 f"{row['tok_per_s']:.0f} tok/s eta {eta:.0f}s")
+            info(
+                f"[{stage.name}] step {step + 1}/{cfg.steps} loss {smooth:.4f}{val} lr {cfg.lr * mult:.2e} "
+                f"{row['tok_per_s']:.0f} tok/s eta {eta:.0f}s"
+            )
         if done or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0):
             meta = {
-                "stage": stage.name, "step": step + 1, "total_steps": cfg.steps, "loader": stage.loader.state_dict(),
-                "rng": {"torch": torch.get_rng_state().tolist()}, "train_loss": loss_v, **stage.extra_meta,
+                "stage": stage.name,
+                "step": step + 1,
+                "total_steps": cfg.steps,
+                "loader": stage.loader.state_dict(),
+                "rng": {"torch": torch.get_rng_state().tolist()},
+                "train_loss": loss_v,
+                **stage.extra_meta,
             }
             if "val_loss" in row:
                 meta["val_loss"] = row["val_loss"]
@@ -127,7 +148,9 @@ def train(
 
 
 @torch.no_grad()
-def mean_loss(model: GPT, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device, dtype: torch.dtype) -> float:
+def mean_loss(
+    model: GPT, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device, dtype: torch.dtype
+) -> float:
     """Token-weighted mean loss over fixed batches (targets of -1 do not count)."""
     total, count = 0.0, 0
     for x, y in batches:

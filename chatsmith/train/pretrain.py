@@ -17,13 +17,20 @@ from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.train.loop import Stage, mean_loss, train
 
 
-def val_batches(tokens: Any, batch_size: int, seq_len: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def val_batches(
+    tokens: Any, batch_size: int, seq_len: int, n: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     loader = PretrainLoader(tokens, batch_size, seq_len)
     return [loader.next_batch() for _ in range(min(n, max(1, loader.n_rows // batch_size)))]
 
 
 def run_pretrain(
-    cfg: Config, tok: BPETokenizer, data_dir: Path, out_dir: Path, device: torch.device, dtype: torch.dtype,
+    cfg: Config,
+    tok: BPETokenizer,
+    data_dir: Path,
+    out_dir: Path,
+    device: torch.device,
+    dtype: torch.dtype,
     metrics: MetricsLog,
 ) -> dict[str, Any]:
     tc = cfg.pretrain
@@ -32,9 +39,11 @@ def run_pretrain(
     val_tokens = open_shard(data_dir / "pretrain_val.bin", fp)
     bytes_per_token = _bytes_per_token(data_dir / "pretrain_val.json")
     model = build_model(gpt_config(cfg.model, tok.vocab_size), device, seed=cfg.run.seed)
-    info(f"[pretrain] model: {model.num_params() / 1e6:.2f}M parameters "
-         f"({model.num_params(non_embedding=True) / 1e6:.2f}M without embeddings), "
-         f"{train_tokens.size / 1e6:.2f}M training tokens, {tc.steps} steps of {tc.batch_size}x{tc.seq_len}")
+    info(
+        f"[pretrain] model: {model.num_params() / 1e6:.2f}M parameters "
+        f"({model.num_params(non_embedding=True) / 1e6:.2f}M without embeddings), "
+        f"{train_tokens.size / 1e6:.2f}M training tokens, {tc.steps} steps of {tc.batch_size}x{tc.seq_len}"
+    )
     vb = val_batches(val_tokens, tc.batch_size, tc.seq_len, tc.eval_batches)
 
     def evaluate() -> dict[str, float]:

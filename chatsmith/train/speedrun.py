@@ -39,8 +39,10 @@ def speedrun(cfg: Config) -> Path:
     t = time.time()
     data = DemoData(cfg)
     timings["data"] = time.time() - t
-    info(f"[data] {len(data.docs)} stdlib documents ({sum(len(d) for d in data.docs) / 1e6:.1f}M chars), "
-         f"{len(data.chat_train)} training conversations, {len(data.words)} words  ({timings['data']:.1f}s)")
+    info(
+        f"[data] {len(data.docs)} stdlib documents ({sum(len(d) for d in data.docs) / 1e6:.1f}M chars), "
+        f"{len(data.chat_train)} training conversations, {len(data.words)} words  ({timings['data']:.1f}s)"
+    )
 
     t = time.time()
     tok = BPETokenizer.train(data.tokenizer_texts(), cfg.tokenizer.vocab_size)
@@ -50,8 +52,10 @@ def speedrun(cfg: Config) -> Path:
     ntok = shards["pretrain_train"]["tokens"]
     bpt = shards["pretrain_train"]["bytes"] / max(1, ntok)
     stages["tokenizer"] = {"vocab": tok.vocab_size, "bytes/token": round(bpt, 3), "train tokens": ntok}
-    info(f"[tokenizer] vocab {tok.vocab_size}, {ntok / 1e6:.2f}M training tokens, {bpt:.2f} bytes/token "
-         f"({timings['tokenizer']:.1f}s)")
+    info(
+        f"[tokenizer] vocab {tok.vocab_size}, {ntok / 1e6:.2f}M training tokens, {bpt:.2f} bytes/token "
+        f"({timings['tokenizer']:.1f}s)"
+    )
 
     metrics = MetricsLog(out / "metrics.jsonl", "pretrain")
     t = time.time()
@@ -60,8 +64,16 @@ def speedrun(cfg: Config) -> Path:
 
     metrics = MetricsLog(out / "metrics.jsonl", "sft")
     t = time.time()
-    stages["sft"] = run_sft(cfg, out / "base", out / "sft", [e.messages for e in data.chat_train],
-                            [e.messages for e in data.chat_val], device, dtype, metrics)
+    stages["sft"] = run_sft(
+        cfg,
+        out / "base",
+        out / "sft",
+        [e.messages for e in data.chat_train],
+        [e.messages for e in data.chat_val],
+        device,
+        dtype,
+        metrics,
+    )
     timings["sft"] = time.time() - t
 
     t = time.time()
@@ -69,14 +81,20 @@ def speedrun(cfg: Config) -> Path:
     for name, limit in (("base", cfg.eval.base_limit), ("sft", None)):
         model, mtok, _ = load_checkpoint(out / name, device)
         gen = Generator(model, mtok, autocast(device, dtype) if dtype != torch.float32 else None)
-        evals[name] = evaluate_chat(gen, data.eval_examples(limit), cfg.eval.max_new_tokens, desc=f"eval {name}")
+        evals[name] = evaluate_chat(
+            gen, data.eval_examples(limit), cfg.eval.max_new_tokens, desc=f"eval {name}"
+        )
         accs = ", ".join(f"{k} {100 * v:.0f}%" for k, v in evals[name]["accuracy"].items())
         info(f"[eval] {name}: {accs}")
     timings["eval"] = time.time() - t
     (out / "eval.json").write_text(json.dumps(evals, indent=1, ensure_ascii=False))
 
-    setup = {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "seed": cfg.run.seed,
-             "model": f"depth {cfg.model.depth}"}
+    setup = {
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "seed": cfg.run.seed,
+        "model": f"depth {cfg.model.depth}",
+    }
     report = write_report(out, {"timings": timings, "stages": stages, "evals": evals, "setup": setup})
     info(f"\nreport: {report}")
     return out
