@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="chatsmith checkpoint folder to write")
 
     b = sub.add_parser("bench", help="speed measurements; JSON on the last line")
-    b.add_argument("what", choices=["data"], help="what to measure")
+    b.add_argument("what", choices=["data", "generate"], help="what to measure")
     b.add_argument("rest", nargs=argparse.REMAINDER)
 
     from chatsmith.data.cli import add_data_parser
@@ -105,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
             from chatsmith.data.cli import run_data
 
             return run_data(args)
+        if args.verb == "bench" and args.what == "generate":
+            from chatsmith.bench.generate import bench_generate_main
+
+            rest = list(args.rest)
+            if "--model" in rest[:-1]:  # accept a run name as chat does
+                i = rest.index("--model") + 1
+                rest[i] = str(resolve_model(rest[i]))
+            return bench_generate_main(rest)
         if args.verb == "bench":
             from chatsmith.data.cli import bench_data_main
 

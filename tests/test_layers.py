@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "serve": 5,
     "interop": 5,
     "cli": 6,
+    "bench": 6,  # speed measurements (chatsmith bench generate ...)
     "__main__": 6,
     "chat_cli": 6,  # the terminal chat front end
 }

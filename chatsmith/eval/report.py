@@ -82,8 +82,12 @@ def write_report(run_dir: Path, summary: dict[str, Any]) -> Path:
         )
     lines += [
         "",
-        "The base model sees each question without chat training, on a smaller sample; "
-        "held-out questions never appear in training (a hash of each question's key picks its split).",
+        "`base` is the pretrained model (its corpus mixes in rendered training conversations, "
+        "a light mid-training), scored on a smaller sample; `sft` is after supervised fine-tuning. "
+        "Held-out questions never appear in training: a stable hash of each question's key "
+        "(the numbers, the word, the phrasing) picks its split. Answers are greedy; tools run "
+        "inside generation. Letter counting counts only when the number is right and the word "
+        "is quoted back correctly.",
         "",
     ]
     lines += [
