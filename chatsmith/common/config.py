@@ -48,7 +48,6 @@ class DataConfig:
     chat_train: int = 12000  # synthetic training conversations
     chat_val: int = 300  # synthetic conversations for SFT validation loss
     pretrain_chat_fraction: float = 0.1  # share of pretraining docs that are rendered conversations
-    pretrain_copy_fraction: float = 0.0  # share of extra docs that repeat a passage (teaches copying)
 
 
 @dataclass

@@ -39,27 +39,6 @@ def _limit(docs: list[str], max_bytes: int) -> list[str]:
     return out
 
 
-def copy_documents(docs: list[str], n: int, seed: int) -> list[str]:
-    """Documents that state a passage and then repeat it word for word.
-
-    Repeated text is what makes induction heads form (Olsson et al. 2022, "In-context
-    Learning and Induction Heads"); the chat tasks need them to copy numbers and words
-    from the question into a tool call. Plain docstrings rarely repeat themselves.
-    """
-    rng = random.Random(seed + 17)
-    out = []
-    for _ in range(n):
-        words = rng.choice(docs).split()
-        if len(words) < 8:
-            continue
-        k = rng.randint(6, min(60, len(words)))
-        start = rng.randint(0, len(words) - k)
-        passage = " ".join(words[start : start + k])
-        sep = rng.choice(["\n\n", "\nAgain: ", "\n---\n", " | "])
-        out.append(f"{passage}{sep}{passage}")
-    return out
-
-
 def is_val_doc(text: str, fraction: float) -> bool:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 10_000 < fraction * 10_000
 
@@ -110,8 +89,6 @@ class DemoData:
         # (a light version of nanochat's mid-training); held-out questions never enter.
         n_chat = int(self.cfg.data.pretrain_chat_fraction * len(train))
         train += [render(ex.messages)[0] for ex in self.chat_train[:n_chat]]
-        n_copy = int(self.cfg.data.pretrain_copy_fraction * len(train))
-        train += copy_documents(train, n_copy, self.cfg.run.seed)
         # Interleave, so the stream does not end in a block of conversations.
         random.Random(self.cfg.run.seed).shuffle(train)
         return train, val
