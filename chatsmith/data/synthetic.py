@@ -320,15 +320,20 @@ def word_list(texts: list[str], limit: int = 4000) -> list[str]:
 _INT = re.compile(r"-?\d+")
 
 
+def extra_checks(ex: Example, reply: str) -> dict[str, bool]:
+    """Stricter secondary figures reported beside a task's accuracy."""
+    if ex.task == "counting":
+        # A right count about a misspelt word can be luck (most counts are 0-2): this one
+        # also requires the word to be quoted back exactly.
+        return {"counting_word_exact": check(ex, reply) and f'"{ex.meta["word"]}"' in reply}
+    return {}
+
+
 def check(ex: Example, reply: str) -> bool:
     """Is the model's final reply a correct answer to the example?"""
     if ex.task in ("arithmetic", "counting"):
         nums = _INT.findall(reply.replace(",", ""))
-        right = bool(nums) and nums[-1] == ex.answer
-        if ex.task == "counting":
-            # A right count about a misspelt word is luck (most counts are 0-2), not skill.
-            right = right and f'"{ex.meta["word"]}"' in reply
-        return right
+        return bool(nums) and nums[-1] == ex.answer
     if ex.task.startswith("identity"):
         ok = ex.answer.lower() in reply.lower()
         if ex.meta.get("lang") == "zh":

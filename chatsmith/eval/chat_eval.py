@@ -6,7 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 from chatsmith.common.log import progress
-from chatsmith.data.synthetic import Example, check
+from chatsmith.data.synthetic import Example, check, extra_checks
 from chatsmith.engine.generate import Generator
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.tokenizer.chat_format import encode_prompt
@@ -39,6 +39,9 @@ def evaluate_chat(
         ok = check(ex, reply)
         right[ex.task] += ok
         total[ex.task] += 1
+        for name, passed in extra_checks(ex, reply).items():
+            right[name] += passed
+            total[name] += 1
         if len(samples[ex.task]) < 3:
             samples[ex.task].append(
                 {"question": ex.prompt[-1]["content"], "reply": reply, "tools": tools, "ok": ok}

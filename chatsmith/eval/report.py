@@ -13,6 +13,7 @@ from chatsmith.common.log import read_metrics
 TASK_LABELS = {
     "arithmetic": "Arithmetic via calculator (2-3 digits, + - *)",
     "counting": "Letter counting via tool",
+    "counting_word_exact": "… and the word quoted back exactly",
     "identity_en": "Identity (English, held-out phrasings)",
     "identity_zh": "Identity (Chinese, held-out phrasings)",
     "spelling": "Spelling",
@@ -86,8 +87,8 @@ def write_report(run_dir: Path, summary: dict[str, Any]) -> Path:
         "a light mid-training), scored on a smaller sample; `sft` is after supervised fine-tuning. "
         "Held-out questions never appear in training: a stable hash of each question's key "
         "(the numbers, the word, the phrasing) picks its split. Answers are greedy; tools run "
-        "inside generation. Letter counting counts only when the number is right and the word "
-        "is quoted back correctly.",
+        "inside generation. A right count can come from a miscopied word with the same count; "
+        "the row below it counts only answers that also quote the word back exactly.",
         "",
     ]
     lines += [

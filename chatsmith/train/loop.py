@@ -45,11 +45,13 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
     """
     embed = [model.embed_tokens.weight]
     head = [] if model.cfg.tie_embeddings else [model.lm_head.weight]
+    # A tied matrix is also the output head, which diverges at the embeddings' large rate.
+    embed_lr = cfg.unembedding_lr if model.cfg.tie_embeddings else cfg.embedding_lr
     special = {id(p) for p in embed + head}
     matrices = [p for p in model.parameters() if id(p) not in special and p.dim() == 2]
     vectors = [p for p in model.parameters() if id(p) not in special and p.dim() != 2]
     groups = [
-        {"params": embed, "base_lr": cfg.embedding_lr, "weight_decay": 0.0},
+        {"params": embed, "base_lr": embed_lr, "weight_decay": 0.0},
         {"params": head, "base_lr": cfg.unembedding_lr, "weight_decay": 0.0},
         {"params": matrices, "base_lr": cfg.lr, "weight_decay": cfg.weight_decay},
         {"params": vectors, "base_lr": cfg.lr, "weight_decay": 0.0},
