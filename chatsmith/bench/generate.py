@@ -185,9 +185,16 @@ def bench_generate(
 
         with torch.inference_mode():
             # Greedy agreement in float32, before any bf16.
+            # Both sides stop at the end of the turn here: the timed runs below force N
+            # tokens, and transformers' min_new_tokens does that by banning the stop token,
+            # which would make the two greedy paths part at the turn's end.
             _, _, ours = chatsmith_run(model, tok, prompt, k, None)
-            _, theirs = hf_run(hf, x, k)
-            tokens_match = ours == theirs
+            stops = {tok.im_end_id, tok.bos_id}
+            cut = next((i + 1 for i, t in enumerate(ours) if t in stops), len(ours))
+            gen = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=k, do_sample=False)
+            theirs = gen[0, x.size(1) :].tolist()
+            tokens_match = ours[:cut] == theirs[:cut]
+            k = cut
             if dt != torch.float32:
                 hf.to(dt)
 
