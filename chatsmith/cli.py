@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from chatsmith.common.config import available_presets, make_config
-from chatsmith.common.errors import ChatsmithError
+from chatsmith.common.errors import ChatsmithError, print_error
 from chatsmith.common.paths import resolve_model
 
 
@@ -142,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.device,
             )
     except ChatsmithError as e:
-        print(f"chatsmith: error: {e}", file=sys.stderr)
-        return 2
+        return print_error(e)
     except KeyboardInterrupt:
         print("chatsmith: interrupted", file=sys.stderr)
         return 130

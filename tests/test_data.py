@@ -42,7 +42,7 @@ def test_held_out_questions_never_appear_in_training() -> None:
         "identity_zh": lambda ex: ex.messages[0]["content"],
         "counting": lambda ex: ex.meta["word"],
         "spelling": lambda ex: ex.answer,
-        "multi_turn": lambda ex: (ex.messages[1]["content"], ex.messages[3]["content"]),
+        "multi_turn": lambda ex: ex.meta["key"],
     }
     for task, key in keys.items():
         rng = random.Random(0)

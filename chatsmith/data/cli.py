@@ -28,7 +28,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from chatsmith.common.errors import ChatsmithError
+from chatsmith.common.errors import ChatsmithError, print_error
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -202,8 +202,7 @@ def run_data(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except ChatsmithError as e:
-        print(f"chatsmith: error: {e}", file=sys.stderr)
-        return 2
+        return print_error(e)
     except KeyboardInterrupt:
         print("chatsmith: interrupted", file=sys.stderr)
         return 130
@@ -227,8 +226,7 @@ def bench_data_main(argv: list[str]) -> int:
 
         result = bench_data(args.mb, args.workers, args.tokenizer, args.vocab_size, args.repeats)
     except ChatsmithError as e:
-        print(f"chatsmith: error: {e}", file=sys.stderr)
-        return 2
+        return print_error(e)
     print(json.dumps(result))
     return 0
 

@@ -272,15 +272,21 @@ def multi_turn(rng: random.Random, split: str) -> Example:
             "content": rng.choice([f"My name is {name}.", f"Hi, I'm {name}.", f"Call me {name}."]),
         },
         {"role": "assistant", "content": f"Nice to meet you, {name}!"},
-        {"role": "user", "content": f"My favorite color is {color}."},
-        {"role": "assistant", "content": f"Got it: your favorite color is {color}."},
     ]
-    if rng.random() < 0.5:
+    # Sometimes the question comes right away, sometimes after another exchange, so the
+    # model learns to look back for the fact rather than to expect a fixed script.
+    told_color = rng.random() < 0.6
+    if told_color:
+        msgs += [
+            {"role": "user", "content": f"My favorite color is {color}."},
+            {"role": "assistant", "content": f"Got it: your favorite color is {color}."},
+        ]
+    if not told_color or rng.random() < 0.5:
         q, a, ans = "What is my name?", f"Your name is {name}.", name
     else:
         q, a, ans = "What is my favorite color?", f"Your favorite color is {color}.", color
     msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-    return Example("multi_turn", msgs, msgs[:-1], ans)
+    return Example("multi_turn", msgs, msgs[:-1], ans, {"key": (name, color)})
 
 
 # ---- mixtures and checking ---------------------------------------------------------------
