@@ -113,3 +113,11 @@ def test_sampling_seed_top_k_top_p() -> None:
     a = [int(sample(logits, p, torch.Generator().manual_seed(7))[0]) for _ in range(5)]
     b = [int(sample(logits, p, torch.Generator().manual_seed(7))[0]) for _ in range(5)]
     assert a == b
+
+
+def test_ignore_eos_runs_past_the_end_of_the_turn(tiny_tok) -> None:
+    ids = tiny_tok.encode("Hi.<|im_end|>more text here")
+    gen = Generator(ScriptedModel(ids, tiny_tok.vocab_size), tiny_tok)  # type: ignore[arg-type]
+    events = list(gen.stream([1], SamplingParams(max_new_tokens=len(ids), ignore_eos=True), run_tools=False))
+    assert [e.token for e in events if e.kind == "token"] == ids
+    assert events[-1].data["finish_reason"] == "length"

@@ -4,11 +4,9 @@ Both sides run the same weights: the checkpoint is exported with chatsmith's own
 into a temporary folder and loaded with `AutoModelForCausalLM`. Both decode greedily from
 the same prompt and produce exactly `--new-tokens` tokens (neither stops at `<|im_end|>`).
 
-chatsmith: `Generator.stream` always stops at `<|im_end|>`, so the bench runs its decode
-loop itself, step for step as `Generator.stream` does (a `KVCache` of the same capacity,
-prefill of the prompt, then one forward per token, `sample` at temperature 0, `decode` of
-each token as the stream's events carry). TTFT is cache allocation + prefill + first
-token; the decode rate covers the remaining N-1 tokens of the same run.
+chatsmith: the engine's own `Generator.stream` with `ignore_eos`, tools off. TTFT is
+cache allocation + prefill + first token; the decode rate covers the remaining N-1
+tokens of the same run.
 
 transformers: `generate(max_new_tokens=N, min_new_tokens=N, do_sample=False,
 use_cache=True)`, timed whole; TTFT is a run with N=1; decode tokens/s =
@@ -35,11 +33,10 @@ import torch
 from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common.device import autocast, pick_device
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.engine.generate import MAX_TOOL_ROUNDS
-from chatsmith.engine.sampling import SamplingParams, sample
+from chatsmith.engine.generate import Generator
+from chatsmith.engine.sampling import SamplingParams
 from chatsmith.interop import export_hf
 from chatsmith.model.gpt import GPT
-from chatsmith.model.kv_cache import KVCache
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_prompt
 
@@ -77,34 +74,18 @@ def _sync(device: torch.device) -> None:
 def chatsmith_run(
     model: GPT, tok: BPETokenizer, prompt: list[int], n: int, amp: contextlib.AbstractContextManager | None
 ) -> tuple[float, float, list[int]]:
-    """(TTFT s, seconds for the other n-1 tokens, the n tokens): Generator.stream's loop, no stop."""
-    cfg = model.cfg
+    """(TTFT s, seconds for the other n-1 tokens, the n tokens) of the engine's own stream."""
+    gen = Generator(model, tok, amp)
+    params = SamplingParams(temperature=0.0, max_new_tokens=n, ignore_eos=True)
     device = model.embed_tokens.weight.device
-    params = SamplingParams(temperature=0.0, max_new_tokens=n).validate()
-    capacity = min(model.rope_cos.size(0), len(prompt) + n + 256 * MAX_TOOL_ROUNDS)
-
-    def forward(ids: list[int]) -> torch.Tensor:  # Generator._forward
-        x = torch.tensor([ids], dtype=torch.long, device=device)
-        if amp is not None:
-            with amp:
-                return model(x, cache=cache)[:, -1, :]
-        return model(x, cache=cache)[:, -1, :]
-
+    out: list[int] = []
     _sync(device)
-    t0 = time.perf_counter()
-    cache = KVCache(
-        1, cfg.n_layer, cfg.n_kv_head, cfg.head_dim, capacity, device, model.embed_tokens.weight.dtype
-    )
-    logits = forward(prompt)
-    t = int(sample(logits, params)[0])  # int() waits for the device
-    tok.decode([t])
-    t1 = time.perf_counter()
-    out = [t]
-    for _ in range(n - 1):
-        logits = forward([t])
-        t = int(sample(logits, params)[0])
-        tok.decode([t])
-        out.append(t)
+    t0 = t1 = time.perf_counter()
+    for ev in gen.stream(prompt, params, run_tools=False):
+        if ev.kind == "token":  # the token is on the host: sampling already waited for the device
+            out.append(ev.token)
+            if len(out) == 1:
+                t1 = time.perf_counter()
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1, out
 

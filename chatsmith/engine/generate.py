@@ -104,7 +104,7 @@ class Generator:
                 call_tokens = None
             elif call_tokens is not None:
                 call_tokens.append(t)
-            if t == self.tok.im_end_id:
+            if t == self.tok.im_end_id and not params.ignore_eos:
                 builtin = [p for p in pending if isinstance(p, str) or p[0] in TOOLS]
                 if not (run_tools and pending and len(builtin) == len(pending) and rounds < MAX_TOOL_ROUNDS):
                     reason = "tool_calls" if pending else "stop"

@@ -16,6 +16,7 @@ class SamplingParams:
     top_p: float = 1.0  # 1 = off
     max_new_tokens: int = 256
     seed: int | None = None
+    ignore_eos: bool = False  # keep going past <|im_end|> (benchmarks), as vLLM's flag
 
     def validate(self) -> SamplingParams:
         if self.temperature < 0:
