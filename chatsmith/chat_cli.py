@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -12,59 +13,26 @@ from chatsmith.common.errors import ChatsmithError
 from chatsmith.engine.generate import Generator
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.tokenizer.chat_format import encode_prompt
-from chatsmith.tokenizer.special import TOOL_CALL, TOOL_CALL_END
 
 HELP = "commands: /clear (new conversation), /temp X, /system TEXT, /help, /quit"
-
-
-class TextStream:
-    """Turns a stream of token ids into printable text, holding back split UTF-8 bytes."""
-
-    def __init__(self, gen: Generator) -> None:
-        self.gen, self.ids, self.shown = gen, [], 0
-
-    def push(self, token: int) -> str:
-        self.ids.append(token)
-        text = self.gen.tok.decode(self.ids)
-        if text.endswith("\ufffd"):
-            return ""
-        new, self.shown = text[self.shown :], len(text)
-        return new
-
-    def reset(self) -> None:
-        self.ids, self.shown = [], 0
 
 
 def respond(
     gen: Generator, messages: list[dict[str, Any]], params: SamplingParams, out: TextIO, verbose: bool = False
 ) -> str:
     """Stream one assistant answer to `out`; returns the visible answer text."""
-    stream, in_call, answer = TextStream(gen), False, []
-    call_text: list[int] = []
+    answer: list[str] = []
     for ev in gen.stream(encode_prompt(gen.tok, messages), params):
-        if ev.kind == "token":
-            tok = gen.tok.id_to_token(ev.token)
-            if ev.token == gen.tok.im_end_id:
-                continue
-            if tok == TOOL_CALL:
-                in_call, call_text = True, []
-                continue
-            if tok == TOOL_CALL_END:
-                in_call = False
-                continue
-            if in_call:
-                call_text.append(ev.token)
-                continue
-            piece = stream.push(ev.token)
-            answer.append(piece)
-            out.write(piece)
+        if ev.kind in ("token", "done") and ev.text:
+            answer.append(ev.text)
+            out.write(ev.text)
             out.flush()
-        elif ev.kind == "tool_call" and verbose:
-            out.write(f"\n[tool call] {gen.tok.decode(call_text).strip()}\n")
+        if ev.kind == "tool_call" and verbose:
+            call = ev.data.get("error") or json.dumps(ev.data, ensure_ascii=False)
+            out.write(f"\n[tool call] {call}\n")
         elif ev.kind == "tool_result":
             if verbose:
                 out.write(f"[tool result] {ev.text}\n")
-            stream.reset()
             answer = []
         elif ev.kind == "done" and ev.data.get("finish_reason") == "length" and verbose:
             out.write("\n[stopped: token limit]")

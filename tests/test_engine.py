@@ -17,17 +17,19 @@ class ScriptedModel(torch.nn.Module):
     def __init__(self, script: list[int], vocab: int) -> None:
         super().__init__()
         self.script, self.vocab, self.fed = list(script), vocab, []
-        self.cfg = types.SimpleNamespace(n_layer=1, n_kv_head=1, head_dim=2)
+        self.cfg = types.SimpleNamespace(n_layer=1, n_kv_head=1, head_dim=2, vocab_size=vocab, seq_len=2048)
         self.embed_tokens = torch.nn.Embedding(1, 1)
+        self.lm_head = torch.nn.Identity()
         self.rope_cos = torch.zeros(4096, 1)
 
-    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
-        self.fed.append(x[0].tolist())
+    def hidden_states(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        cache.positions(x.size(1))
         cache.advance(x.size(1))
-        logits = torch.zeros(1, x.size(1), self.vocab)
+        self.fed.append(x[0].tolist())
+        out = torch.zeros(x.size(0), x.size(1), self.vocab)
         nxt = self.script.pop(0) if self.script else 0
-        logits[0, -1, nxt] = 1.0
-        return logits
+        out[:, -1, nxt] = 1.0
+        return out
 
 
 def run(tok, text_script: str, max_new: int = 200) -> tuple[list, ScriptedModel]:
@@ -51,8 +53,8 @@ def test_builtin_tool_runs_and_its_result_is_fed_back(tiny_tok) -> None:
     events, model = run(tiny_tok, script)
     results = [e.text for e in events if e.kind == "tool_result"]
     assert results == ["1517"]
-    calls = [e.data["call"] for e in events if e.kind == "tool_call"]
-    assert calls == [("calculator", {"expression": "37 * 41"})]
+    calls = [e.data for e in events if e.kind == "tool_call"]
+    assert calls == [{"name": "calculator", "arguments": {"expression": "37 * 41"}}]
     # The chunk fed after the tool call is exactly <|im_end|> + the chat format's tool turn.
     im_end = tiny_tok.im_end_id
     feed = next(chunk for chunk in model.fed if len(chunk) > 1 and chunk[0] == im_end)
@@ -83,7 +85,7 @@ def test_client_tool_ends_the_turn_with_tool_calls(tiny_tok) -> None:
     events, _ = run(tiny_tok, script)
     done = events[-1]
     assert done.data["finish_reason"] == "tool_calls"
-    assert done.data["tool_calls"] == [("get_weather", {"city": "Paris"})]
+    assert done.data["tool_calls"] == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
     assert not [e for e in events if e.kind == "tool_result"]
 
 

@@ -42,7 +42,7 @@ def test_loss_at_init_is_about_ln_vocab(tied: bool) -> None:
 def test_nothing_is_allocated_before_init() -> None:
     model = build_model(tiny_cfg(), seed=0)
     assert all(not p.is_meta for p in model.parameters())
-    assert model.rope_cos.shape == (2 * 64, 8)
+    assert model.rope_cos.shape == (2 * 64, 16)
 
 
 def test_tied_embedding_is_one_tensor() -> None:

@@ -1,27 +1,26 @@
-"""`chatsmith bench generate`: batch-1 generation speed, chatsmith's engine against transformers.
+"""`chatsmith bench generate`: the engine's speed against transformers on the same weights.
 
 Both sides run the same weights: the checkpoint is exported with chatsmith's own exporter
-into a temporary folder and loaded with `AutoModelForCausalLM`. Both decode greedily from
-the same prompt and produce exactly `--new-tokens` tokens (neither stops at `<|im_end|>`).
+into a temporary folder and loaded with `AutoModelForCausalLM`. Every run decodes
+greedily and produces exactly `--new-tokens` tokens (neither stops at `<|im_end|>`).
 
-chatsmith: the engine's own `Generator.stream` with `ignore_eos`, tools off. TTFT is
-cache allocation + prefill + first token; the decode rate covers the remaining N-1
-tokens of the same run.
+- batch 1: one request through the running engine (its scheduler thread, as a server
+  uses it); TTFT is submit to first token, the decode rate covers the other N-1 tokens.
+  transformers: `generate(max_new_tokens=N, min_new_tokens=N, do_sample=False)`, timed
+  whole; TTFT is a run with N=1; decode tokens/s = (N-1) / (total - TTFT).
+- concurrent (8 and 32): that many different prompts of the same length submitted at
+  once; aggregate tokens/s = all generated tokens / wall time until the last finishes.
+  transformers: one `generate` call on the same prompts as a batch.
+- prefix cache: TTFT of a long prompt whose first tokens (a shared system prompt) another
+  request already ran, against the same engine with the prefix cache off.
 
-transformers: `generate(max_new_tokens=N, min_new_tokens=N, do_sample=False,
-use_cache=True)`, timed whole; TTFT is a run with N=1; decode tokens/s =
-(N-1) / (total - TTFT).
-
-Each side is warmed up once; each figure is the best of `--repeats` runs. With
-`--dtype bfloat16` chatsmith runs as its engine does (float32 weights under bf16
-autocast, as `speedrun`'s Generator), transformers with bf16 weights (as it is normally
-run); `tokens_match` is always checked in float32, on the first 16 tokens.
+Each figure is the best of `--repeats` runs after a warm-up. `tokens_match` checks greedy
+agreement in float32 up to the end of the first turn.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import tempfile
 import time
@@ -31,16 +30,16 @@ from typing import Any
 import torch
 
 from chatsmith.checkpoint import load_checkpoint
-from chatsmith.common.device import autocast, pick_device
+from chatsmith.common.device import pick_device
 from chatsmith.common.errors import ChatsmithError
+from chatsmith.engine.engine import Engine
 from chatsmith.engine.generate import Generator
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.interop import export_hf
-from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_prompt
 
-NOTE = "batch-1 only; concurrent (8/32) throughput arrives with the continuous-batching engine"
+CONCURRENCY = (8, 32)
 MATCH_TOKENS = 16  # greedy tokens compared between the two, in float32
 # Plain text that fills the user turn to the asked prompt length (no special tokens).
 FILLER = (
@@ -71,17 +70,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def chatsmith_run(
-    model: GPT, tok: BPETokenizer, prompt: list[int], n: int, amp: contextlib.AbstractContextManager | None
-) -> tuple[float, float, list[int]]:
-    """(TTFT s, seconds for the other n-1 tokens, the n tokens) of the engine's own stream."""
-    gen = Generator(model, tok, amp)
+def chatsmith_run(eng: Engine, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
+    """(TTFT s, seconds for the other n-1 tokens, the n tokens) of one request."""
     params = SamplingParams(temperature=0.0, max_new_tokens=n, ignore_eos=True)
-    device = model.embed_tokens.weight.device
     out: list[int] = []
-    _sync(device)
     t0 = t1 = time.perf_counter()
-    for ev in gen.stream(prompt, params, run_tools=False):
+    for ev in eng.submit(prompt, params, run_tools=False).events():
         if ev.kind == "token":  # the token is on the host: sampling already waited for the device
             out.append(ev.token)
             if len(out) == 1:
@@ -90,8 +84,30 @@ def chatsmith_run(
     return t1 - t0, t2 - t1, out
 
 
+def chatsmith_concurrent(eng: Engine, prompts: list[list[int]], n: int) -> tuple[float, float]:
+    """(aggregate tokens/s, mean TTFT s) of all prompts submitted at once."""
+    params = SamplingParams(temperature=0.0, max_new_tokens=n, ignore_eos=True)
+    t0 = time.perf_counter()
+    reqs = [eng.submit(p, params, run_tools=False) for p in prompts]
+    firsts = []
+    for r in reqs:  # events queue up per request, so reading them in turn loses no timing
+        first = None
+        for ev in r.events():
+            if ev.kind == "token" and first is None:
+                first = time.perf_counter()
+        firsts.append((first or time.perf_counter()) - t0)
+    wall = time.perf_counter() - t0
+    return len(prompts) * n / wall, sum(firsts) / len(firsts)
+
+
+def variants(tok: BPETokenizer, n_tokens: int, count: int) -> list[list[int]]:
+    """count different prompts of exactly n_tokens each (the filler text shifted)."""
+    base = build_prompt(tok, n_tokens + count)
+    return [base[:2] + base[2 + i : n_tokens + i] for i in range(count)]
+
+
 def hf_run(hf: Any, x: torch.Tensor, n: int) -> tuple[float, list[int]]:
-    """(seconds, the new tokens) of one transformers greedy generate of exactly n tokens."""
+    """(seconds, the new tokens of row 0) of one transformers greedy generate of exactly n tokens."""
     mask = torch.ones_like(x)
     _sync(x.device)
     t0 = time.perf_counter()
@@ -101,7 +117,7 @@ def hf_run(hf: Any, x: torch.Tensor, n: int) -> tuple[float, list[int]]:
     _sync(x.device)
     dt = time.perf_counter() - t0
     new = out[0, x.size(1) :].tolist()
-    if len(new) != n:
+    if out.size(1) - x.size(1) != n:
         raise RuntimeError(f"transformers generated {len(new)} tokens, not {n}")
     return dt, new
 
@@ -122,6 +138,7 @@ def bench_generate(
     repeats: int = 3,
     device: str = "auto",
     dtype: str = "auto",
+    concurrency: tuple[int, ...] = CONCURRENCY,
 ) -> dict[str, Any]:
     """Measure both engines on one checkpoint; the dict `bench_generate_main` prints."""
     if prompt_tokens < 1:
@@ -151,8 +168,8 @@ def bench_generate(
     transformers = _load_transformers()
     prompt = build_prompt(tok, prompt_tokens)
     x = torch.tensor([prompt], dtype=torch.long, device=dev)
-    amp = autocast(dev, dt) if dt != torch.float32 else None
     k = min(MATCH_TOKENS, new_tokens)
+    most = max(concurrency, default=1)
 
     with tempfile.TemporaryDirectory(prefix="chatsmith-bench-generate-") as tmp:
         out = export_hf(model, tok, Path(tmp) / "hf", dtype=torch.float32)
@@ -165,26 +182,46 @@ def bench_generate(
         hf.generation_config.do_sample = False
 
         with torch.inference_mode():
-            # Greedy agreement in float32, before any bf16.
-            # Both sides stop at the end of the turn here: the timed runs below force N
-            # tokens, and transformers' min_new_tokens does that by banning the stop token,
-            # which would make the two greedy paths part at the turn's end.
-            _, _, ours = chatsmith_run(model, tok, prompt, k, None)
-            stops = {tok.im_end_id, tok.bos_id}
-            cut = next((i + 1 for i, t in enumerate(ours) if t in stops), len(ours))
+            # Greedy agreement in float32, before any bf16. Both sides stop at the end of
+            # the turn here: the timed runs force N tokens, and transformers'
+            # min_new_tokens bans the stop token, which would part the greedy paths there.
+            ours = [
+                e.token
+                for e in Generator(model, tok).stream(
+                    prompt, SamplingParams(max_new_tokens=k), run_tools=False
+                )
+                if e.kind == "token"
+            ]
             gen = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=k, do_sample=False)
             theirs = gen[0, x.size(1) :].tolist()
-            tokens_match = ours[:cut] == theirs[:cut]
-            k = cut
+            cut = len(ours)
+            tokens_match = ours == theirs[:cut]
             if dt != torch.float32:
                 hf.to(dt)
 
-            chatsmith_run(model, tok, prompt, new_tokens, amp)  # warm-up
-            cs = [chatsmith_run(model, tok, prompt, new_tokens, amp)[:2] for _ in range(repeats)]
+            eng = Engine(model, tok, dtype=dt, max_batch=most).start()
+            try:
+                chatsmith_run(eng, prompt, new_tokens)  # warm-up
+                cs = [chatsmith_run(eng, prompt, new_tokens)[:2] for _ in range(repeats)]
+                conc = {}
+                for c in concurrency:
+                    ps = variants(tok, prompt_tokens, c)
+                    chatsmith_concurrent(eng, ps, new_tokens)
+                    runs = [chatsmith_concurrent(eng, ps, new_tokens) for _ in range(repeats)]
+                    conc[c] = max(runs)
+                prefix = prefix_cache_run(eng, tok, model.cfg.seq_len - new_tokens, repeats)
+            finally:
+                eng.shutdown(drain=False)
+
             hf_run(hf, x, new_tokens)  # warm-up
             hf_run(hf, x, 1)
             hf_total = min(hf_run(hf, x, new_tokens)[0] for _ in range(repeats))
             hf_ttft = min(hf_run(hf, x, 1)[0] for _ in range(repeats))
+            hf_conc = {}
+            for c in concurrency:
+                xb = torch.tensor(variants(tok, prompt_tokens, c), dtype=torch.long, device=dev)
+                hf_run(hf, xb, new_tokens)
+                hf_conc[c] = c * new_tokens / min(hf_run(hf, xb, new_tokens)[0] for _ in range(repeats))
 
     cs_ttft = min(t for t, _ in cs)
     cs_decode = min(d for _, d in cs)
@@ -207,20 +244,48 @@ def bench_generate(
         "chatsmith": {
             "ttft_s": round(cs_ttft, 7),
             "decode_tok_s": round(cs_rate, 2),
-            "weights": "float32",
-            "compute": dtype_name if amp is None else f"{dtype_name} autocast",
+            **{f"aggregate_tok_s_{c}": round(conc[c][0], 2) for c in concurrency},
+            **{f"mean_ttft_s_{c}": round(conc[c][1], 5) for c in concurrency},
+            "weights": dtype_name,
         },
         "transformers": {
             "ttft_s": round(hf_ttft, 7),
             "decode_tok_s": round(hf_rate, 2),
+            **{f"aggregate_tok_s_{c}": round(hf_conc[c], 2) for c in concurrency},
             "version": transformers.__version__,
             "weights": dtype_name,
         },
         "ratio_decode": round(cs_rate / hf_rate, 4),
         "ratio_ttft": round(hf_ttft / cs_ttft, 4),
+        **{f"ratio_aggregate_{c}_vs_batch1": round(conc[c][0] / cs_rate, 3) for c in concurrency},
+        **{f"ratio_aggregate_{c}_vs_transformers": round(conc[c][0] / hf_conc[c], 3) for c in concurrency},
+        "prefix_cache": prefix,
         "tokens_match": tokens_match,
-        "match_tokens": k,
-        "note": NOTE,
+        "match_tokens": cut,
+    }
+
+
+def prefix_cache_run(eng: Engine, tok: BPETokenizer, n_tokens: int, repeats: int) -> dict[str, Any]:
+    """TTFT of a prompt whose first 90 % another request just ran, with and without reuse."""
+    shared = build_prompt(tok, n_tokens)[: n_tokens * 9 // 10]
+    params = SamplingParams(max_new_tokens=1, ignore_eos=True)
+
+    def ttft(question: int) -> float:
+        t0 = time.perf_counter()
+        eng.submit([*shared, 100 + question, 200 + question], params, run_tools=False).result()
+        return time.perf_counter() - t0
+
+    slots = dict(eng.sched.prefixes)
+    eng.sched.prefixes.clear()  # the same engine with the prefix cache off
+    cold = min(ttft(i) for i in range(repeats + 1))
+    eng.sched.prefixes.update(slots)
+    ttft(99)  # puts the shared start in the prefix cache
+    warm = min(ttft(i) for i in range(repeats + 1))
+    return {
+        "shared_tokens": len(shared),
+        "ttft_cold_s": round(cold, 5),
+        "ttft_warm_s": round(warm, 5),
+        "speedup": round(cold / warm, 3),
     }
 
 
@@ -228,7 +293,8 @@ def bench_generate_main(argv: list[str]) -> int:
     """`chatsmith bench generate --model PATH [...]`: human lines, then JSON on the last line."""
     p = argparse.ArgumentParser(
         prog="chatsmith bench generate",
-        description="batch-1 generation speed: chatsmith's engine against transformers on the same weights",
+        description="generation speed (batch 1, 8 and 32 at once, prefix cache): chatsmith's engine "
+        "against transformers on the same weights",
     )
     p.add_argument("--model", required=True, help="checkpoint folder")
     p.add_argument("--prompt-tokens", type=int, default=64)
@@ -241,14 +307,28 @@ def bench_generate_main(argv: list[str]) -> int:
         choices=["auto", *DTYPES],
         help="auto: bfloat16 on CUDA, float32 elsewhere",
     )
+    p.add_argument("--concurrency", default="8,32", help="comma-separated numbers of requests at once")
     args = p.parse_args(argv)
-    r = bench_generate(args.model, args.prompt_tokens, args.new_tokens, args.repeats, args.device, args.dtype)
+    try:
+        conc = tuple(int(c) for c in args.concurrency.split(","))
+    except ValueError:
+        raise ChatsmithError(f"--concurrency takes numbers like 8,32, got {args.concurrency!r}") from None
+    if not conc or min(conc) < 1:
+        raise ChatsmithError(f"--concurrency takes numbers >= 1, got {args.concurrency!r}")
+    r = bench_generate(
+        args.model, args.prompt_tokens, args.new_tokens, args.repeats, args.device, args.dtype, conc
+    )
     for name in ("chatsmith", "transformers"):
         f = r[name]
-        print(f"{name:>12}: ttft {f['ttft_s'] * 1e3:.2f} ms, decode {f['decode_tok_s']:.1f} tok/s")
+        agg = ", ".join(f"{c} at once {f[f'aggregate_tok_s_{c}']:.0f}" for c in conc)
+        print(
+            f"{name:>12}: ttft {f['ttft_s'] * 1e3:.2f} ms, decode {f['decode_tok_s']:.1f} tok/s; tok/s {agg}"
+        )
     print(
-        f"decode x{r['ratio_decode']:.2f}, ttft x{r['ratio_ttft']:.2f} (above 1: chatsmith faster); "
-        f"greedy tokens match: {r['tokens_match']}"
+        f"decode x{r['ratio_decode']:.2f}, ttft x{r['ratio_ttft']:.2f} vs transformers (above 1: chatsmith "
+        f"faster); {max(conc)} at once x{r[f'ratio_aggregate_{max(conc)}_vs_batch1']:.1f} batch 1; "
+        f"prefix cache TTFT "
+        f"x{r['prefix_cache']['speedup']:.1f}; greedy tokens match: {r['tokens_match']}"
     )
     print(json.dumps(r))
     return 0

@@ -1,131 +1,81 @@
-"""Generation with the KV cache, with the built-in tools run inside the loop.
+"""Generation in the caller's own thread: the engine's scheduler, stepped synchronously.
 
-The engine speaks token ids. A turn ends at `<|im_end|>`; when the turn contained a
-`<tool_call>` for a built-in tool, the engine runs it, feeds the result back as a tool
-turn (the chat format's own bytes) and lets the model continue.
+For one user at a time (the terminal chat, a script) there is no need for a background
+thread; `Generator.stream` runs exactly the scheduler the engine runs, so a reply is the
+same tokens either way. `generate_uncached` is the slow reference the cache must match.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from chatsmith.engine.sampling import SamplingParams, sample
-from chatsmith.engine.tools import TOOLS, run_tool
+from chatsmith.common.errors import ChatsmithError
+from chatsmith.engine.sampling import SamplingParams
+from chatsmith.engine.scheduler import Scheduler, parse_tool_call
+from chatsmith.engine.sequence import Completion, Event, PromptTooLong, Request
 from chatsmith.model.gpt import GPT
-from chatsmith.model.kv_cache import KVCache
 from chatsmith.tokenizer.bpe import BPETokenizer
-from chatsmith.tokenizer.chat_format import tool_response_ids
-from chatsmith.tokenizer.special import TOOL_CALL, TOOL_CALL_END
 
-MAX_TOOL_ROUNDS = 4
-
-
-@dataclass
-class Event:
-    """One thing that happened: a sampled token, a tool call, its result, or the end."""
-
-    kind: str  # "token" | "tool_call" | "tool_result" | "done"
-    token: int = -1
-    text: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_tool_call(text: str) -> tuple[str, Any] | str:
-    """The (name, arguments) in a Hermes tool-call body, or an error string."""
-    try:
-        obj = json.loads(text.strip())
-    except json.JSONDecodeError as e:
-        return f"error: malformed tool call JSON ({e.msg})"
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-        return "error: a tool call needs a name"
-    return obj["name"], obj.get("arguments", {})
+__all__ = ["Event", "Generator", "generate_uncached", "parse_tool_call"]
 
 
 class Generator:
-    """Runs one sequence at a time through a model with a KV cache."""
+    """Streams the events of one request at a time through a private scheduler."""
 
-    def __init__(self, model: GPT, tok: BPETokenizer, autocast: Any = None) -> None:
+    def __init__(
+        self,
+        model: GPT,
+        tok: BPETokenizer,
+        autocast: Any = None,
+        max_len: int | None = None,
+        slots: int | None = None,
+    ) -> None:
         self.model, self.tok = model, tok
-        self.device = model.embed_tokens.weight.device
-        self.autocast = autocast
-        self.call_start, self.call_end = tok.token_id(TOOL_CALL), tok.token_id(TOOL_CALL_END)
+        self.max_len = max_len or model.cfg.seq_len
+        if slots is None:  # as many as 1 GB of cache holds, up to 32
+            c, w = model.cfg, model.embed_tokens.weight
+            per_slot = 2 * c.n_layer * c.n_kv_head * c.head_dim * self.max_len * w.element_size()
+            slots = max(1, min(32, (1 << 30) // per_slot))
+        self.sched = Scheduler(model, tok, slots, self.max_len, autocast=autocast)
 
-    def _forward(self, ids: list[int], cache: KVCache) -> torch.Tensor:
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
-        if self.autocast is not None:
-            with self.autocast:
-                return self.model(x, cache=cache)[:, -1, :]
-        return self.model(x, cache=cache)[:, -1, :]
-
-    @torch.inference_mode()
     def stream(self, prompt: list[int], params: SamplingParams, run_tools: bool = True) -> Iterator[Event]:
-        params.validate()
-        cfg = self.model.cfg
-        capacity = min(
-            self.model.rope_cos.size(0), len(prompt) + params.max_new_tokens + 256 * MAX_TOOL_ROUNDS
-        )
-        if len(prompt) >= capacity:
-            yield Event("done", data={"finish_reason": "length", "generated": 0})
-            return
-        cache = KVCache(
-            1,
-            cfg.n_layer,
-            cfg.n_kv_head,
-            cfg.head_dim,
-            capacity,
-            self.device,
-            self.model.embed_tokens.weight.dtype,
-        )
-        gen = None
-        if params.seed is not None:
-            gen = torch.Generator(device=self.device).manual_seed(params.seed)
-        logits = self._forward(prompt, cache)
-        generated, rounds = 0, 0
-        call_tokens: list[int] | None = None
-        pending: list[tuple[str, Any] | str] = []
-        while True:
-            if generated >= params.max_new_tokens or cache.length + 1 >= capacity:
-                yield Event("done", data={"finish_reason": "length", "generated": generated})
-                return
-            t = int(sample(logits, params, gen)[0])
-            generated += 1
-            yield Event("token", t, self.tok.decode([t]))
-            if t == self.call_start:
-                call_tokens = []
-            elif t == self.call_end and call_tokens is not None:
-                parsed = parse_tool_call(self.tok.decode(call_tokens))
-                pending.append(parsed)
-                yield Event("tool_call", data={"call": parsed})
-                call_tokens = None
-            elif call_tokens is not None:
-                call_tokens.append(t)
-            if t == self.tok.im_end_id and not params.ignore_eos:
-                builtin = [p for p in pending if isinstance(p, str) or p[0] in TOOLS]
-                if not (run_tools and pending and len(builtin) == len(pending) and rounds < MAX_TOOL_ROUNDS):
-                    reason = "tool_calls" if pending else "stop"
-                    yield Event(
-                        "done", data={"finish_reason": reason, "generated": generated, "tool_calls": pending}
-                    )
+        params.validate(self.model.cfg.vocab_size)
+        if len(prompt) >= self.max_len:
+            raise PromptTooLong(len(prompt), self.max_len)
+        if params.n > self.sched.n_slots:
+            raise ChatsmithError(f"n={params.n} is more than this generator's {self.sched.n_slots} slots")
+        req = Request(list(prompt), params, run_tools)
+        self.sched.add(req)
+        try:
+            while True:
+                yield from req.pop_events()
+                if req.finished:
                     return
-                rounds += 1
-                results = [p if isinstance(p, str) else run_tool(p[0], p[1]) for p in pending]
-                pending = []
-                # Several results go into one tool turn, as the chat format renders them.
-                feed = [t]
-                for r in results:
-                    yield Event("tool_result", text=r)
-                feed += tool_response_ids(self.tok, "\n</tool_response>\n<tool_response>\n".join(results))
-                if cache.length + len(feed) >= capacity:
-                    yield Event("done", data={"finish_reason": "length", "generated": generated})
-                    return
-                logits = self._forward(feed, cache)
-                continue
-            logits = self._forward([t], cache)
+                self.sched.step()
+        finally:
+            if not req.finished:  # the caller stopped reading: free the slot
+                req.cancel()
+                while not req.finished:
+                    self.sched.step()
+
+
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, run_tools: bool = True
+    ) -> list[list[Completion]]:
+        """All prompts batched through the scheduler (as many at once as it has slots)."""
+        params.validate(self.model.cfg.vocab_size)
+        reqs = []
+        for p in prompts:
+            if len(p) >= self.max_len:
+                raise PromptTooLong(len(p), self.max_len)
+            reqs.append(Request(list(p), params, run_tools))
+            self.sched.add(reqs[-1])
+        while self.sched.busy:
+            self.sched.step()
+        return [[c for c in r.completions if c is not None] for r in reqs]
 
 
 @torch.inference_mode()

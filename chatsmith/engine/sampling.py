@@ -1,8 +1,13 @@
-"""Turning logits into the next token: greedy, temperature, top-k, top-p."""
+"""Turning logits into the next token, for a batch of requests that each bring their own
+sampling parameters: penalties, logit bias, temperature, top-k, top-p, min-p, a
+per-request seed, logprobs. The semantics follow OpenAI's API and vLLM where they differ
+from nothing (e.g. presence/frequency penalties count generated tokens only, the
+repetition penalty also counts the prompt)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -14,38 +19,187 @@ class SamplingParams:
     temperature: float = 0.0  # 0 = greedy
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
-    max_new_tokens: int = 256
+    min_p: float = 0.0  # keep tokens with p >= min_p * p(most likely); 0 = off
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0  # 1 = off (CTRL, Keskar et al. 2019)
+    logit_bias: dict[int, float] = field(default_factory=dict)
     seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int = 0
+    max_new_tokens: int = 256
+    min_tokens: int = 0
     ignore_eos: bool = False  # keep going past <|im_end|> (benchmarks), as vLLM's flag
+    prompt_logprobs: bool = False  # logprob of every prompt token after the first (echo)
 
-    def validate(self) -> SamplingParams:
-        if self.temperature < 0:
-            raise ChatsmithError(f"temperature must be >= 0, got {self.temperature}")
+    def validate(self, vocab_size: int | None = None) -> SamplingParams:
+        """Raise ChatsmithError naming the first bad field."""
+
+        def bad(name: str, why: str) -> None:
+            raise ChatsmithError(f"{name} {why}, got {getattr(self, name)!r}")
+
+        if not self.temperature >= 0 or math.isinf(self.temperature):
+            bad("temperature", "must be a finite number >= 0")
         if self.top_k < 0:
-            raise ChatsmithError(f"top_k must be >= 0, got {self.top_k}")
+            bad("top_k", "must be >= 0")
         if not 0 < self.top_p <= 1:
-            raise ChatsmithError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ChatsmithError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            bad("top_p", "must be in (0, 1]")
+        if not 0 <= self.min_p <= 1:
+            bad("min_p", "must be in [0, 1]")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                bad(name, "must be in [-2, 2]")
+        if not 0 < self.repetition_penalty <= 10:
+            bad("repetition_penalty", "must be in (0, 10]")
+        if self.n < 1:
+            bad("n", "must be >= 1")
+        if not 0 <= self.top_logprobs <= 20:
+            bad("top_logprobs", "must be in [0, 20]")
+        if self.max_new_tokens < (0 if self.prompt_logprobs else 1):
+            bad("max_new_tokens", "must be >= 1 (0 only to score a prompt)")
+        if not 0 <= self.min_tokens <= max(self.max_new_tokens, 0):
+            bad("min_tokens", "must be between 0 and max_new_tokens")
+        if any(not isinstance(s, str) or not s for s in self.stop) or len(self.stop) > 16:
+            bad("stop", "must be at most 16 non-empty strings")
+        ids = list(self.logit_bias) + list(self.stop_token_ids)
+        if vocab_size is not None and any(not 0 <= int(i) < vocab_size for i in ids):
+            raise ChatsmithError(f"token ids in logit_bias/stop_token_ids must be in [0, {vocab_size})")
+        if any(not -100 <= b <= 100 for b in self.logit_bias.values()):
+            raise ChatsmithError("logit_bias values must be in [-100, 100]")
         return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+class SeqSampler:
+    """One sequence's sampling state: its parameters, random generator and token counts."""
+
+    def __init__(
+        self, p: SamplingParams, vocab: int, device: torch.device, prompt: list[int], seed_offset: int = 0
+    ) -> None:
+        self.p = p
+        self.gen: torch.Generator | None = None
+        if p.seed is not None:
+            self.gen = torch.Generator(device=device).manual_seed(p.seed + seed_offset)
+        self.counts: torch.Tensor | None = None
+        self.seen: torch.Tensor | None = None
+        if p.presence_penalty or p.frequency_penalty:
+            self.counts = torch.zeros(vocab, device=device)
+        if p.repetition_penalty != 1.0:
+            self.seen = torch.zeros(vocab, dtype=torch.bool, device=device)
+            self.seen[torch.tensor(prompt, dtype=torch.long, device=device)] = True
+        self.bias: tuple[torch.Tensor, torch.Tensor] | None = None
+        if p.logit_bias:
+            ids = torch.tensor([int(i) for i in p.logit_bias], dtype=torch.long, device=device)
+            self.bias = ids, torch.tensor(list(p.logit_bias.values()), device=device)
+        self.generated = 0
+        self.adjusts = self.counts is not None or self.seen is not None or self.bias is not None
+
+    def adjust(self, row: torch.Tensor, banned: list[int]) -> torch.Tensor:
+        """Penalties, bias and the min-length ban applied to one row of float logits (V,)."""
+        p = self.p
+        if self.seen is not None:
+            r = p.repetition_penalty
+            row = torch.where(self.seen, torch.where(row > 0, row / r, row * r), row)
+        if self.counts is not None:
+            row = row - p.frequency_penalty * self.counts - p.presence_penalty * (self.counts > 0).float()
+        if self.bias is not None:
+            row = row.index_add(0, self.bias[0], self.bias[1])
+        if banned:
+            row = row.index_fill(0, torch.tensor(banned, device=row.device), float("-inf"))
+        return row
+
+    def observe(self, token: int) -> None:
+        self.generated += 1
+        if self.counts is not None:
+            self.counts[token] += 1
+        if self.seen is not None:
+            self.seen[token] = True
+
+
+def filter_sorted(
+    sorted_logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
+) -> torch.Tensor:
+    """Mask (with -inf) the tokens each row's top-k / top-p / min-p drops.
+
+    sorted_logits (B, V) in descending order; top_k (B,) with 0 = off, top_p, min_p (B,).
+    The most likely token always survives.
+    """
+    V = sorted_logits.size(-1)
+    rank = torch.arange(V, device=sorted_logits.device)[None, :]
+    drop = (top_k[:, None] > 0) & (rank >= top_k[:, None])
+    probs = sorted_logits.softmax(dim=-1)
+    # Nucleus sampling (Holtzman et al. 2019): the smallest prefix whose mass reaches top_p.
+    drop |= probs.cumsum(dim=-1) - probs > top_p[:, None]
+    drop |= probs < min_p[:, None] * probs[:, :1]
+    drop[:, 0] = False
+    return sorted_logits.masked_fill(drop, float("-inf"))
+
+
+@dataclass
+class Draw:
+    token: int
+    logprob: float | None = None
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+def sample_batch(logits: torch.Tensor, samplers: list[SeqSampler], banned: list[list[int]]) -> list[Draw]:
+    """logits (B, V) -> one Draw per row, each row sampled with its own parameters."""
+    logits = logits.float()
+    rows = [i for i, s in enumerate(samplers) if s.adjusts or banned[i]]
+    if rows:
+        logits = logits.clone()
+        for i in rows:
+            logits[i] = samplers[i].adjust(logits[i], banned[i])
+    tokens = logits.argmax(dim=-1)
+    hot = [i for i, s in enumerate(samplers) if not s.p.greedy]
+    if hot:
+        dev = logits.device
+        temps = torch.tensor([samplers[i].p.temperature for i in hot], device=dev)
+        sub = logits[hot] / temps[:, None]
+        sub_sorted, order = sub.sort(dim=-1, descending=True)
+        if any(samplers[i].p.top_k or samplers[i].p.top_p < 1 or samplers[i].p.min_p for i in hot):
+            sub_sorted = filter_sorted(
+                sub_sorted,
+                torch.tensor([samplers[i].p.top_k for i in hot], device=dev),
+                torch.tensor([samplers[i].p.top_p for i in hot], device=dev),
+                torch.tensor([samplers[i].p.min_p for i in hot], device=dev),
+            )
+        probs = sub_sorted.softmax(dim=-1)
+        for j, i in enumerate(hot):
+            pick = torch.multinomial(probs[j], 1, generator=samplers[i].gen)
+            tokens[i] = order[j, pick[0]]
+    out = [Draw(int(t)) for t in tokens.tolist()]
+    want = [i for i, s in enumerate(samplers) if s.p.logprobs or s.p.top_logprobs]
+    if want:
+        # Logprobs of the distribution the model gave (after penalties and bias, before
+        # temperature), as OpenAI reports them.
+        lp = logits[want].log_softmax(dim=-1)
+        for j, i in enumerate(want):
+            out[i].logprob = float(lp[j, out[i].token])
+            k = samplers[i].p.top_logprobs
+            if k:
+                v, ix = lp[j].topk(k)
+                out[i].top = list(zip(ix.tolist(), v.tolist()))
+    return out
 
 
 def sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None = None) -> torch.Tensor:
-    """logits (B, V) -> token ids (B,)."""
-    if p.temperature == 0:
+    """logits (B, V) -> token ids (B,), every row with the same parameters and generator."""
+    if p.greedy:
         return logits.argmax(dim=-1)
-    logits = logits.float() / p.temperature
-    if p.top_k > 0:
-        k = min(p.top_k, logits.size(-1))
-        kth = torch.topk(logits, k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if p.top_p < 1.0:
-        # Nucleus sampling (Holtzman et al. 2019): keep the smallest set of tokens
-        # whose probability reaches top_p; the most likely token always stays.
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = sorted_logits.softmax(dim=-1)
-        drop = probs.cumsum(dim=-1) - probs > p.top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+    B = logits.size(0)
+    sorted_logits, order = (logits.float() / p.temperature).sort(dim=-1, descending=True)
+    sorted_logits = filter_sorted(
+        sorted_logits,
+        torch.full((B,), p.top_k, device=logits.device),
+        torch.full((B,), p.top_p, device=logits.device),
+        torch.full((B,), p.min_p, device=logits.device),
+    )
+    pick = torch.multinomial(sorted_logits.softmax(dim=-1), 1, generator=gen)
+    return order.gather(-1, pick).squeeze(-1)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from chatsmith.model.kv_cache import KVCache
+from chatsmith.model.kv_cache import Cache
 from chatsmith.model.rope import apply_rope, rope_tables
 
 
@@ -50,10 +50,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        # x * rsqrt(mean(x^2) + eps) in float32, as Qwen3 computes it, in one fused op.
+        y = F.rms_norm(x.float(), (x.size(-1),), eps=self.eps)
+        return self.weight * y.to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -69,7 +68,7 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.D, cfg.rms_eps) if cfg.qk_norm else nn.Identity()
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Cache | None
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(B, T, self.H, self.D)).transpose(1, 2)  # (B, H, T, D)
@@ -79,14 +78,9 @@ class Attention(nn.Module):
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.H != self.G)
         else:
-            # Keys/values of earlier tokens come from the cache; new queries see all of
-            # them plus the causal part of this chunk.
-            k, v = cache.update(self.layer, k, v)  # (B, G, P+T, D)
-            P = k.size(2) - T
-            if T == 1:
-                mask = None
-            else:
-                mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
+            # Keys/values of earlier tokens come from the cache; the cache also says which
+            # of them each new query may see (its own sequence, causally).
+            k, v, mask = cache.update(self.layer, k, v)  # (B, G, L, D), mask (B|1, 1, T, L) or None
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.H != self.G)
         y = y.transpose(1, 2).reshape(B, T, self.H * self.D)
         return self.o_proj(y)
@@ -114,7 +108,7 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Cache | None
     ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
@@ -177,28 +171,38 @@ class GPT(nn.Module):
                 n -= self.lm_head.weight.numel()
         return n
 
-    def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        reduction: str = "mean",
-    ) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, V), or the loss when targets are given.
+    def hidden_states(self, idx: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
+        """idx (B, T) token ids -> the final normed hidden states (B, T, C), before lm_head.
 
-        Targets of -1 are ignored (prompt tokens, padding). With a cache, positions
-        continue from the cache's length.
+        With a cache, positions continue from what the cache holds (per sequence).
         """
         T = idx.size(1)  # idx is (B, T)
-        start = cache.length if cache is not None else 0
-        cos = self.rope_cos[start : start + T]  # (T, D/2)
-        sin = self.rope_sin[start : start + T]
+        if cache is None:
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, D)
+        else:
+            pos = cache.positions(T)  # (T,) or (B, T) when sequences sit at different lengths
+            cos, sin = self.rope_cos[pos], self.rope_sin[pos]
+            if pos.dim() == 2:
+                cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, D): broadcast over heads
         x = self.embed_tokens(idx)  # (B, T, C)
         for block in self.layers:
             x = block(x, cos, sin, cache)
         if cache is not None:
             cache.advance(T)
-        x = self.norm(x)
+        return self.norm(x)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        reduction: str = "mean",
+    ) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, V), or the loss when targets are given.
+
+        Targets of -1 are ignored (prompt tokens, padding).
+        """
+        x = self.hidden_states(idx, cache)
         logits = self.lm_head(x).float()  # (B, T, V)
         if targets is None:
             return logits

@@ -6,16 +6,19 @@ import torch
 
 
 def rope_tables(n_pos: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables of shape (n_pos, head_dim / 2), in float32."""
+    """cos and sin tables of shape (n_pos, head_dim), float32; each half repeats the
+    other, so applying them is two multiplies and an add (as Hugging Face's)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     t = torch.arange(n_pos, dtype=torch.int64).float()
     freqs = torch.outer(t, inv_freq)  # (n_pos, D/2)
-    return freqs.cos(), freqs.sin()
+    emb = torch.cat((freqs, freqs), dim=-1)  # (n_pos, D)
+    return emb.cos(), emb.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x (B, H, T, D); rotate the pairs (x[i], x[i + D/2]) — HF's rotate_half convention."""
     d = x.size(-1) // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    rotated = torch.cat((-x[..., d:], x[..., :d]), dim=-1)
+    return x * cos + rotated * sin

@@ -1,0 +1,194 @@
+"""The engine: one scheduler per model, run on its own thread, shared by every caller.
+
+Callers (the chat CLI, evaluation, RL rollouts, the HTTP server) `submit` prompt ids
+with sampling parameters and read token events from the returned `Request`, blocking
+or with asyncio; they never touch the model. Admission control is explicit: a prompt
+that can never fit is refused at once (`PromptTooLong`), a request needing more cache
+slots than exist is refused, and when the waiting queue is full `submit` raises
+`EngineFull` instead of letting memory grow.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import Any
+
+import torch
+
+from chatsmith.common.errors import ChatsmithError
+from chatsmith.common.log import warn
+from chatsmith.engine.sampling import SamplingParams
+from chatsmith.engine.scheduler import Scheduler
+from chatsmith.engine.sequence import Completion, EngineFull, Event, PromptTooLong, Request
+from chatsmith.model.gpt import GPT
+from chatsmith.tokenizer.bpe import BPETokenizer
+
+__all__ = ["Completion", "Engine", "EngineFull", "Event", "PromptTooLong", "Request"]
+
+
+class Engine:
+    def __init__(
+        self,
+        model: GPT,
+        tok: BPETokenizer,
+        *,
+        dtype: torch.dtype | None = None,
+        max_batch: int = 32,
+        kv_tokens: int | None = None,
+        context_length: int | None = None,
+        prefill_chunk: int = 256,
+        max_waiting: int = 256,
+        prefix_slots: int = 4,
+    ) -> None:
+        """kv_tokens: the cache budget in tokens (default max_batch x context_length); it
+        sets how many sequences run at once. dtype: the weights' and cache's dtype for
+        generation (default: keep the model's)."""
+        if dtype is not None and dtype != model.embed_tokens.weight.dtype:
+            model = model.to(dtype)
+        model.eval()
+        self.model, self.tok = model, tok
+        self.context_length = context_length or model.cfg.seq_len
+        if self.context_length > model.rope_cos.size(0):
+            raise ChatsmithError(
+                f"context_length {self.context_length} exceeds the model's position table "
+                f"({model.rope_cos.size(0)})"
+            )
+        budget = kv_tokens if kv_tokens is not None else max_batch * self.context_length
+        n_slots = min(max_batch, budget // self.context_length)
+        if n_slots < 1:
+            raise ChatsmithError(
+                f"a KV budget of {budget} tokens holds no sequence of {self.context_length} tokens"
+            )
+        self.sched = Scheduler(model, tok, n_slots, self.context_length, prefill_chunk, prefix_slots)
+        self.max_waiting = max_waiting
+        self._inbox: list[Request] = []
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._drain = True
+        self.steps = 0
+        self.error: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> Engine:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="chatsmith-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def shutdown(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop the scheduler thread: after the running and waiting requests finish
+        (drain) or after cancelling them."""
+        with self._lock:
+            self._stop, self._drain = True, drain
+            self._lock.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown(drain=False)
+
+    # -- requests ------------------------------------------------------------------------
+    def submit(self, prompt: list[int], params: SamplingParams, run_tools: bool = True) -> Request:
+        """Queue a request; its events arrive as the scheduler produces them."""
+        if self._thread is None:
+            raise ChatsmithError("the engine is not running: call start() first")
+        params.validate(self.model.cfg.vocab_size)
+        if not prompt:
+            raise ChatsmithError("the prompt is empty")
+        if any(not 0 <= t < self.model.cfg.vocab_size for t in prompt):
+            raise ChatsmithError(f"prompt token ids must be in [0, {self.model.cfg.vocab_size})")
+        room = 0 if params.max_new_tokens == 0 else 1
+        if len(prompt) + room > self.context_length:
+            raise PromptTooLong(len(prompt), self.context_length)
+        if params.n > self.sched.n_slots:
+            raise ChatsmithError(
+                f"n={params.n} needs {params.n} cache slots at once; this engine has {self.sched.n_slots}"
+            )
+        req = Request(list(prompt), params, run_tools)
+        with self._lock:
+            if self._stop:
+                raise EngineFull("the engine is shutting down")
+            if len(self._inbox) + len(self.sched.waiting) >= self.max_waiting:
+                raise EngineFull(f"{self.max_waiting} requests are already waiting; try again shortly")
+            self._inbox.append(req)
+            self._lock.notify_all()
+        return req
+
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, run_tools: bool = True
+    ) -> list[list[Completion]]:
+        """Submit all prompts at once and wait: one list of n completions per prompt."""
+        reqs, out = [], []
+        for p in prompts:
+            while True:
+                try:
+                    reqs.append(self.submit(p, params, run_tools))
+                    break
+                except EngineFull:
+                    if self._stop:
+                        raise
+                    time.sleep(0.01)  # the queue drains as requests finish
+        for r in reqs:
+            out.append(r.result())
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        s = self.sched
+        return {
+            "running": len(s.live),
+            "waiting": len(s.waiting) + len(self._inbox),
+            "slots": s.n_slots,
+            "kv_used": sum(s.cache.lengths[: s.n_slots]),
+            "kv_total": s.n_slots * s.max_len,
+            "kv_bytes": s.cache.bytes(),
+            "steps": self.steps,
+            "prefix_hits": s.prefix_hits,
+            "prefix_tokens_reused": s.prefix_tokens_reused,
+        }
+
+    # -- the scheduler thread ------------------------------------------------------------
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._lock:
+                while not self._inbox and not self.sched.busy and not self._stop:
+                    self._lock.wait()
+                for r in self._inbox:
+                    self.sched.add(r)
+                self._inbox.clear()
+                stop, drain = self._stop, self._drain
+            if stop and not drain:
+                for s in list(self.sched.live):
+                    s.req.cancel()
+                for r in self.sched.waiting:
+                    r.cancel()
+            if stop and not self.sched.busy:
+                return
+            try:
+                self.sched.step()
+                self.steps += 1
+            except Exception as e:  # a bug must not leave callers waiting forever
+                self.error = f"{type(e).__name__}: {e}"
+                warn(f"engine step failed: {self.error}\n{traceback.format_exc()}")
+                self._fail_all()
+
+    def _fail_all(self) -> None:
+        s = self.sched
+        reqs = {id(q.req): q.req for q in s.live} | {id(r): r for r in s.waiting}
+        s.live.clear()
+        s.waiting.clear()
+        s.prefilling = None
+        for i in range(s.cache.n_slots):
+            s.cache.free(i)
+        for r in reqs.values():
+            for i in range(r.params.n):
+                if r.completions[i] is None:
+                    data = {"finish_reason": "error", "error": self.error, "prompt_tokens": len(r.prompt)}
+                    r.push(Event("done", i, data={**data, "completion_tokens": 0, "tool_calls": []}))

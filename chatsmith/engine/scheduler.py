@@ -1,0 +1,341 @@
+"""Continuous batching: the step that advances every running sequence by one token.
+
+Each `step()` does, in order: drop cancelled requests, admit waiting ones while cache
+slots are free, run one chunk of prompt (prefill) for the sequence being admitted, then
+one decode step for all running sequences together. Requests therefore join and leave
+between decode steps, and a long prompt is fed in chunks so running streams keep going.
+
+Cache layout (`SlotKVCache`): running sequences sit in slots 0..n-1, the one being
+prefilled after them; when a sequence leaves, the last one moves into its slot, so a
+decode step always attends to a contiguous view. A few extra slots hold the keys and
+values of recent prompts: a new prompt that starts with one of them (the same system
+prompt, the earlier turns of a chat) copies that prefix instead of computing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import deque
+from typing import Any
+
+import torch
+
+from chatsmith.engine.sampling import Draw, SeqSampler, sample_batch
+from chatsmith.engine.sequence import Event, Request, Seq
+from chatsmith.engine.text import TurnText, special_ids, token_id_or
+from chatsmith.engine.tools import TOOLS, run_tool
+from chatsmith.model.gpt import GPT
+from chatsmith.model.kv_cache import SlotKVCache
+from chatsmith.tokenizer.bpe import BPETokenizer
+from chatsmith.tokenizer.chat_format import tool_response_ids
+from chatsmith.tokenizer.special import BOS
+
+MAX_TOOL_ROUNDS = 4
+MIN_PREFIX = 16  # shorter shared prefixes are cheaper to recompute than to look up
+
+
+def parse_tool_call(text: str) -> tuple[str, Any] | str:
+    """The (name, arguments) in a Hermes tool-call body, or an error string."""
+    try:
+        obj = json.loads(text.strip())
+    except json.JSONDecodeError as e:
+        return f"error: malformed tool call JSON ({e.msg})"
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        return "error: a tool call needs a name"
+    args = obj.get("arguments", {})
+    if isinstance(args, str):  # some models write the arguments as a JSON string
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            return "error: tool call arguments are not JSON"
+    return obj["name"], args
+
+
+class Scheduler:
+    def __init__(
+        self,
+        model: GPT,
+        tok: BPETokenizer,
+        n_slots: int,
+        max_len: int,
+        prefill_chunk: int = 256,
+        prefix_slots: int = 4,
+        autocast: Any = None,
+    ) -> None:
+        self.model, self.tok = model, tok
+        self.autocast = autocast  # a context manager for the forward passes (bf16 autocast), or None
+        w = model.embed_tokens.weight
+        self.device, self.vocab = w.device, model.cfg.vocab_size
+        c = model.cfg
+        self.n_slots, self.max_len, self.chunk = n_slots, max_len, prefill_chunk
+        # Under autocast keys and values come out in its dtype: the cache keeps them so.
+        kv_dtype = getattr(autocast, "fast_dtype", None) or w.dtype
+        self.cache = SlotKVCache(
+            n_slots + prefix_slots, c.n_layer, c.n_kv_head, c.head_dim, max_len, w.device, kv_dtype
+        )
+        self.live: list[Seq] = []  # live[i] sits in cache slot i
+        self.prefilling: Seq | None = None  # always the last of `live` while it runs
+        self.waiting: deque[Request] = deque()
+        # Prefix store: slot -> the prompt tokens whose keys/values it holds (LRU order).
+        self.prefixes: dict[int, list[int]] = {n_slots + i: [] for i in range(prefix_slots)}
+        self.special = special_ids(tok)
+        self.im_end = tok.im_end_id
+        self.eos = {self.im_end, token_id_or(tok, BOS)} - {-1}
+        self.prefix_hits = 0
+        self.prefill_tokens = 0  # prompt tokens computed (not copied from a cached prefix)
+        self.prefix_tokens_reused = 0
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return bool(self.live or self.waiting)
+
+    def free_slots(self) -> int:
+        return self.n_slots - len(self.live)
+
+    def _move(self, seq: Seq, slot: int) -> None:
+        self.cache.copy_slot(seq.slot, slot)
+        self.cache.free(seq.slot)
+        seq.slot = slot
+        self.live[slot] = seq
+
+    def _remove(self, seq: Seq) -> None:
+        """Take seq out of the batch, keeping slots contiguous with the prefill last."""
+        if self.prefilling is seq:
+            self.prefilling = None
+        hole = seq.slot
+        tail = self.live.pop() if self.prefilling is not None else None
+        last = self.live.pop()
+        if last is not seq:  # the last decoding sequence fills the hole
+            self._move(last, hole)
+        if tail is not None:
+            self.live.append(tail)
+            self._move(tail, len(self.live) - 1)
+        self.cache.free(len(self.live))
+
+    def _finish(self, seq: Seq, reason: str) -> None:
+        text = seq.text.flush()
+        comp = seq.completion(reason)
+        seq.req.completions[seq.index] = comp
+        data: dict[str, Any] = {
+            "finish_reason": reason,
+            "prompt_tokens": len(seq.req.prompt),
+            "completion_tokens": len(seq.out),
+            "tool_calls": seq.tool_calls,
+            "tool_errors": seq.tool_errors,
+        }
+        if seq.prompt_logprobs is not None:
+            data["prompt_logprobs"] = seq.prompt_logprobs
+        seq.req.push(Event("done", seq.index, text=text, data=data))
+        self._remove(seq)
+
+    # -- admission -----------------------------------------------------------------------
+    def add(self, req: Request) -> None:
+        self.waiting.append(req)
+
+    def _admit(self) -> None:
+        if self.prefilling is not None or not self.waiting:
+            return
+        req = self.waiting[0]
+        if req.cancelled.is_set():
+            self.waiting.popleft()
+            self._cancel_waiting(req)
+            return
+        if self.free_slots() < req.params.n:
+            return
+        self.waiting.popleft()
+        seq = self._new_seq(req, 0)
+        seq.slot = len(self.live)
+        self.live.append(seq)
+        self.prefilling = seq
+        seq.todo = list(req.prompt)
+        if req.params.prompt_logprobs:
+            seq.prompt_logprobs = [None]
+        else:
+            self._reuse_prefix(seq)
+
+    def _new_seq(self, req: Request, index: int) -> Seq:
+        return Seq(
+            req=req,
+            index=index,
+            sampler=SeqSampler(req.params, self.vocab, self.device, req.prompt, seed_offset=index),
+            text=TurnText(self.tok, req.params.stop, self.special),
+        )
+
+    def _cancel_waiting(self, req: Request) -> None:
+        for i in range(req.params.n):
+            req.completions[i] = self._new_seq(req, i).completion("cancelled")
+            data = {"finish_reason": "cancelled", "prompt_tokens": len(req.prompt), "completion_tokens": 0}
+            req.push(Event("done", i, data={**data, "tool_calls": [], "tool_errors": []}))
+
+    def _reuse_prefix(self, seq: Seq) -> None:
+        prompt = seq.req.prompt
+        best, best_slot = 0, -1
+        for slot, toks in self.prefixes.items():
+            n = 0
+            for a, b in zip(toks, prompt):
+                if a != b:
+                    break
+                n += 1
+            if n > best:
+                best, best_slot = n, slot
+        best = min(best, len(prompt) - 1)  # the last prompt token must run to give logits
+        if best >= MIN_PREFIX:
+            self.cache.copy_slot(best_slot, seq.slot, best)
+            seq.fed, seq.todo = best, list(prompt[best:])
+            self.prefixes[best_slot] = self.prefixes.pop(best_slot)  # most recently used
+            self.prefix_hits += 1
+            self.prefix_tokens_reused += best
+
+    def _remember_prefix(self, seq: Seq) -> None:
+        prompt = seq.req.prompt
+        if len(prompt) < 2 * MIN_PREFIX or not self.prefixes:
+            return
+        for toks in self.prefixes.values():
+            if toks[: len(prompt)] == prompt:
+                return  # already held
+        victim = next(iter(self.prefixes))  # least recently used
+        self.cache.copy_slot(seq.slot, victim, len(prompt))
+        self.prefixes.pop(victim)
+        self.prefixes[victim] = list(prompt)
+
+    # -- model calls ---------------------------------------------------------------------
+    def _forward_chunk(self, seq: Seq, ids: list[int], all_logits: bool = False) -> torch.Tensor:
+        """Feed ids into seq's slot; logits (T, V) of every position, or (1, V) of the last."""
+        self.cache.bind_prefill(seq.slot, len(ids))
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        with self.autocast or contextlib.nullcontext():
+            h = self.model.hidden_states(x, cache=self.cache)[0]
+            return self.model.lm_head(h if all_logits else h[-1:]).float()
+
+    def _prefill(self) -> None:
+        seq = self.prefilling
+        if seq is None:
+            return
+        ids, seq.todo = seq.todo[: self.chunk], seq.todo[self.chunk :]
+        want_all = seq.prompt_logprobs is not None
+        logits = self._forward_chunk(seq, ids, all_logits=want_all)
+        if want_all:
+            lp = logits.log_softmax(-1)
+            nxt = ids[1:] + (seq.todo[:1] if seq.todo else [])
+            got = lp[torch.arange(len(nxt)), torch.tensor(nxt, dtype=torch.long)].tolist() if nxt else []
+            seq.prompt_logprobs.extend(got)  # type: ignore[union-attr]
+        seq.fed += len(ids)
+        self.prefill_tokens += len(ids)
+        if seq.todo:
+            return
+        self.prefilling = None
+        self._remember_prefix(seq)
+        req = seq.req
+        if req.params.max_new_tokens == 0:  # scoring a prompt only
+            self._finish(seq, "length")
+            return
+        group = [seq]
+        for i in range(1, req.params.n):  # n > 1 shares this one prefill
+            sib = self._new_seq(req, i)
+            sib.slot, sib.fed = len(self.live), seq.fed
+            self.live.append(sib)
+            self.cache.copy_slot(seq.slot, sib.slot)
+            group.append(sib)
+        last = logits[-1:].expand(len(group), -1)
+        self._accept(group, last)
+
+    def _decode(self) -> None:
+        n = len(self.live) - (1 if self.prefilling is not None else 0)
+        if n == 0:
+            return
+        batch = self.live[:n]
+        x = torch.tensor([[s.todo[0]] for s in batch], dtype=torch.long, device=self.device)
+        for s in batch:
+            s.todo = []
+            s.fed += 1
+        self.cache.bind_decode(n)
+        with self.autocast or contextlib.nullcontext():
+            h = self.model.hidden_states(x, cache=self.cache)[:, 0]
+            logits = self.model.lm_head(h).float()
+        self._accept(batch, logits)
+
+    # -- after sampling ------------------------------------------------------------------
+    def _accept(self, seqs: list[Seq], logits: torch.Tensor) -> None:
+        banned = [self._banned(s) for s in seqs]
+        draws = sample_batch(logits, [s.sampler for s in seqs], banned)
+        for s, d in zip(seqs, draws):
+            self._take(s, d)
+
+    def _banned(self, s: Seq) -> list[int]:
+        p = s.req.params
+        if s.generated >= p.min_tokens:
+            return []
+        return sorted(self.eos | set(p.stop_token_ids))
+
+    def _take(self, s: Seq, d: Draw) -> None:
+        """Record one sampled token of s and decide what happens next."""
+        p, t = s.req.params, d.token
+        s.sampler.observe(t)
+        s.generated += 1
+        s.out.append(t)
+        if p.logprobs or p.top_logprobs:
+            s.logprobs.append(d.logprob if d.logprob is not None else 0.0)
+            s.top_logprobs.append(d.top)
+        pushed = s.text.push(t)
+        s.req.push(Event("token", s.index, t, pushed.text, d.logprob, d.top))
+        if pushed.call is not None:
+            parsed = parse_tool_call(self.tok.decode(pushed.call))
+            s.calls.append(parsed)
+            data = {"error": parsed} if isinstance(parsed, str) else dict(zip(("name", "arguments"), parsed))
+            s.req.push(Event("tool_call", s.index, data=data))
+        if pushed.stopped:
+            return self._finish(s, "stop")
+        is_eos = (t in self.eos and not p.ignore_eos) or t in p.stop_token_ids
+        if is_eos:
+            return self._end_turn(s, t)
+        if s.generated >= p.max_new_tokens or s.fed >= self.max_len:
+            return self._finish(s, "length")
+        s.todo = [t]  # fed at the next decode step
+
+    def _end_turn(self, s: Seq, t: int) -> None:
+        calls, s.calls = s.calls, []
+        for c in calls:
+            if isinstance(c, str):
+                s.tool_errors.append(c)
+            else:
+                s.tool_calls.append({"name": c[0], "arguments": c[1]})
+        builtin = all(isinstance(c, str) or c[0] in TOOLS for c in calls)
+        if not (calls and builtin and s.req.run_tools and t == self.im_end and s.rounds < MAX_TOOL_ROUNDS):
+            has_client_call = any(not isinstance(c, str) for c in calls)
+            return self._finish(s, "tool_calls" if has_client_call else "stop")
+        # Built-in tools run here and the model reads their answers in a tool turn.
+        s.rounds += 1
+        results = [c if isinstance(c, str) else run_tool(c[0], c[1]) for c in calls]
+        for r in results:
+            s.tool_results.append(r)
+            s.req.push(Event("tool_result", s.index, text=r))
+        held = s.text.new_segment()
+        if held:
+            s.req.push(Event("token", s.index, -1, held))
+        feed = [t, *tool_response_ids(self.tok, "\n</tool_response>\n<tool_response>\n".join(results))]
+        if s.fed + len(feed) >= self.max_len or s.generated >= s.req.params.max_new_tokens:
+            return self._finish(s, "length")
+        logits = self._forward_chunk(s, feed)
+        s.fed += len(feed)
+        self._accept([s], logits)
+
+    # -- the step ------------------------------------------------------------------------
+    def _drop_cancelled(self) -> None:
+        for s in [s for s in self.live if s.req.cancelled.is_set()]:
+            self._finish(s, "cancelled")
+        if any(r.cancelled.is_set() for r in self.waiting):
+            keep = deque(r for r in self.waiting if not r.cancelled.is_set())
+            for r in self.waiting:
+                if r.cancelled.is_set():
+                    self._cancel_waiting(r)
+            self.waiting = keep
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        self._drop_cancelled()
+        self._admit()
+        self._prefill()
+        self._admit()  # a prefill that just finished makes room to start the next one
+        self._decode()

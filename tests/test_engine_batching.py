@@ -1,0 +1,203 @@
+"""The engine's continuous batching: batched equals alone, sampling features, admission."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from chatsmith.common.errors import ChatsmithError
+from chatsmith.engine.engine import Engine, EngineFull, PromptTooLong
+from chatsmith.engine.generate import generate_uncached
+from chatsmith.engine.sampling import SamplingParams
+from chatsmith.model.build import build_model
+from chatsmith.model.gpt import GPTConfig
+
+
+@pytest.fixture(scope="module")
+def model(tiny_tok):
+    cfg = GPTConfig(
+        vocab_size=tiny_tok.vocab_size,
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        n_kv_head=2,
+        head_dim=16,
+        intermediate_size=128,
+        seq_len=96,
+    )
+    m = build_model(cfg, seed=3)
+    # Peaky random weights: greedy choices are clear, so batched and alone must agree exactly.
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.35)
+    return m.eval()
+
+
+def prompts(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        torch.randint(10, vocab, (int(torch.randint(3, 30, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(n)
+    ]
+
+
+def greedy(n: int = 20) -> SamplingParams:
+    return SamplingParams(max_new_tokens=n, ignore_eos=True)
+
+
+def test_batched_greedy_equals_each_alone_and_the_uncached_reference(model, tiny_tok) -> None:
+    ps = prompts(8, tiny_tok.vocab_size)
+    with Engine(model, tiny_tok, max_batch=8) as eng:
+        together = [r[0].token_ids for r in eng.generate(ps, greedy())]
+        alone = [eng.submit(p, greedy()).result()[0].token_ids for p in ps]
+    assert together == alone
+    assert together[0] == generate_uncached(model, ps[0], 20)
+    assert len({tuple(t) for t in together}) == 8
+
+
+def test_requests_joining_at_different_steps_get_the_same_tokens(model, tiny_tok) -> None:
+    ps = prompts(8, tiny_tok.vocab_size, seed=1)
+    with Engine(model, tiny_tok, max_batch=8, prefill_chunk=8) as eng:
+        alone = [eng.submit(p, greedy(24)).result()[0].token_ids for p in ps]
+        reqs = []
+        for p in ps:  # each joins after the ones before it produced a few tokens
+            reqs.append(eng.submit(p, greedy(24)))
+            ev = reqs[-1].events()
+            while next(ev).kind != "token":
+                pass
+        staggered = [r.result()[0].token_ids for r in reqs]
+    assert staggered == alone
+
+
+def test_same_seed_same_sample_and_n_shares_one_prefill(model, tiny_tok) -> None:
+    p = prompts(1, tiny_tok.vocab_size, seed=2)[0]
+    hot = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=16, ignore_eos=True, seed=7)
+    with Engine(model, tiny_tok) as eng:
+        a = eng.submit(p, hot).result()[0].token_ids
+        b = eng.submit(p, hot).result()[0].token_ids
+        other = SamplingParams(**{**hot.__dict__, "seed": 8})
+        c = eng.submit(p, other).result()[0].token_ids
+        assert a == b and a != c
+        before = eng.sched.prefill_tokens
+        four = eng.submit(p, SamplingParams(**{**hot.__dict__, "n": 4, "seed": None})).result()
+        assert eng.sched.prefill_tokens - before <= len(p)  # one prefill (less with a cached prefix)
+    assert [c.index for c in four] == [0, 1, 2, 3]
+    assert len({tuple(c.token_ids) for c in four}) > 1
+
+
+def test_stop_string_across_tokens_is_cut(model, tiny_tok) -> None:
+    p = prompts(1, tiny_tok.vocab_size, seed=4)[0]
+    with Engine(model, tiny_tok) as eng:
+        full = eng.submit(p, greedy(30)).result()[0]
+        pieces = [tiny_tok.decode([t]) for t in full.token_ids]
+        # A stop string made of the end of one token's text and the start of the next's.
+        i = next(i for i in range(3, len(pieces) - 1) if len(pieces[i]) >= 2 and pieces[i + 1])
+        stop = pieces[i][-2:] + pieces[i + 1][:1]
+        start = full.text.find(stop)
+        params = greedy(30)
+        params.stop = [stop]
+        cut = eng.submit(p, params).result()[0]
+        streamed = "".join(e.text for e in eng.submit(p, params).events())
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[:start] == streamed
+    assert stop not in cut.text
+
+
+def test_cancel_frees_the_cache(model, tiny_tok) -> None:
+    p = prompts(1, tiny_tok.vocab_size, seed=5)[0]
+    with Engine(model, tiny_tok, prefix_slots=0) as eng:
+        req = eng.submit(p, greedy(60))
+        ev = req.events()
+        while next(ev).kind != "token":
+            pass
+        req.cancel()
+        done = [e for e in ev if e.kind == "done"]
+        assert done[0].data["finish_reason"] == "cancelled"
+        assert eng.stats()["running"] == 0
+        assert sum(eng.sched.cache.lengths) == 0
+
+
+def test_tiny_budget_loses_no_request(model, tiny_tok) -> None:
+    ps = prompts(12, tiny_tok.vocab_size, seed=6)
+    results: list[str] = []
+    lock = threading.Lock()
+    with Engine(model, tiny_tok, kv_tokens=2 * 96, max_waiting=3) as eng:
+        assert eng.stats()["slots"] == 2
+
+        def client(p: list[int]) -> None:
+            try:
+                out = eng.submit(p, greedy(8)).result(timeout=60)
+                res = "done" if len(out) == 1 and len(out[0].token_ids) == 8 else "bad"
+            except EngineFull as e:
+                res = "refused" if "waiting" in str(e) else "bad"
+            with lock:
+                results.append(res)
+
+        threads = [threading.Thread(target=client, args=(p,)) for p in ps]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with pytest.raises(ChatsmithError, match="cache slots"):
+            eng.submit(ps[0], SamplingParams(n=3))
+        with pytest.raises(PromptTooLong) as e:
+            eng.submit([11] * 96, greedy())
+        assert e.value.prompt_tokens == 96 and e.value.limit == 96
+    assert len(results) == 12 and "bad" not in results and "done" in results
+
+
+def test_logprobs_match_a_full_forward(model, tiny_tok) -> None:
+    p = prompts(1, tiny_tok.vocab_size, seed=7)[0]
+    with Engine(model, tiny_tok) as eng:
+        out = eng.submit(
+            p, SamplingParams(max_new_tokens=5, ignore_eos=True, logprobs=True, top_logprobs=3)
+        ).result()[0]
+        scored = eng.submit(p, SamplingParams(max_new_tokens=0, prompt_logprobs=True)).result()[0]
+    ids = p + out.token_ids
+    with torch.no_grad():
+        lp = model(torch.tensor([ids])).log_softmax(-1)[0]
+    want = [float(lp[len(p) - 1 + i, t]) for i, t in enumerate(out.token_ids)]
+    assert out.logprobs == pytest.approx(want, abs=1e-4)
+    assert out.top_logprobs[0][0][0] == out.token_ids[0]  # greedy picks the most likely
+    assert scored.prompt_logprobs[0] is None and len(scored.prompt_logprobs) == len(p)
+    ref = [float(lp[i, p[i + 1]]) for i in range(len(p) - 1)]
+    assert scored.prompt_logprobs[1:] == pytest.approx(ref, abs=1e-4)
+
+
+def test_min_tokens_and_logit_bias(model, tiny_tok) -> None:
+    p = prompts(1, tiny_tok.vocab_size, seed=8)[0]
+    end = tiny_tok.im_end_id
+    with Engine(model, tiny_tok) as eng:
+        forced = SamplingParams(max_new_tokens=20, logit_bias={end: 100.0})
+        assert eng.submit(p, forced).result()[0].token_ids == [end]
+        forced.min_tokens = 5
+        out = eng.submit(p, forced).result()[0]
+    assert len(out.token_ids) == 6 and out.token_ids[-1] == end and end not in out.token_ids[:5]
+    assert out.finish_reason == "stop"
+
+
+def test_shared_prefix_is_reused_and_changes_nothing(model, tiny_tok) -> None:
+    system = list(range(40, 80))  # a long shared start (a system prompt)
+    a, b = [*system, 20, 21, 22], [*system, 30, 31]
+    with Engine(model, tiny_tok, prefix_slots=0) as eng:
+        want = eng.submit(b, greedy()).result()[0].token_ids
+    with Engine(model, tiny_tok) as eng:
+        eng.submit(a, greedy()).result()
+        got = eng.submit(b, greedy()).result()[0].token_ids
+        assert eng.stats()["prefix_hits"] == 1
+        assert eng.stats()["prefix_tokens_reused"] == len(system)
+    assert got == want
+
+
+def test_bad_parameters_are_refused_by_name(model, tiny_tok) -> None:
+    with Engine(model, tiny_tok) as eng:
+        for bad, field in (
+            (SamplingParams(temperature=-1), "temperature"),
+            (SamplingParams(top_p=0), "top_p"),
+            (SamplingParams(max_new_tokens=0), "max_new_tokens"),
+            (SamplingParams(logit_bias={10**6: 1.0}), "logit_bias"),
+        ):
+            with pytest.raises(ChatsmithError, match=field):
+                eng.submit([11, 12], bad)
