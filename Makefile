@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint setup clean
+.PHONY: demo test test-slow lint setup clean web serve loadtest
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,11 +19,34 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/chatsmith speedrun --preset demo
+# The web app (web/, TypeScript + Vite) builds into chatsmith/serve/static/. Without npm, or
+# offline before web/node_modules exists, it is skipped: the API works without it.
+WEB_OUT := chatsmith/serve/static/index.html
+WEB_SRC := $(wildcard web/src/*) web/index.html web/package.json web/package-lock.json web/vite.config.ts
 
-test: $(STAMP)
+$(WEB_OUT): $(WEB_SRC)
+	@if ! command -v npm >/dev/null 2>&1; then echo "web: npm not found, skipping the web app"; exit 0; fi; \
+	if [ ! -d web/node_modules ]; then (cd web && npm ci --no-audit --no-fund) || \
+	  { echo "web: npm ci failed (offline?), skipping the web app"; exit 0; }; fi; \
+	cd web && npm run build --silent
+
+web: $(WEB_OUT)
+
+MODEL ?= demo
+demo: $(STAMP) web
+	$(BIN)/chatsmith speedrun --preset demo
+	$(BIN)/chatsmith serve --model demo
+
+serve: $(STAMP) web
+	$(BIN)/chatsmith serve --model $(MODEL)
+
+test: $(STAMP) web
+	@if [ -d web/node_modules ]; then cd web && npm test --silent; fi
 	$(BIN)/python -m pytest -q
+
+# 32 streaming clients for 60 s against the demo model; JSON on the last line.
+loadtest: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m slow tests/test_serve_load.py
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -56,6 +56,8 @@ class SamplingParams:
             bad("repetition_penalty", "must be in (0, 10]")
         if self.n < 1:
             bad("n", "must be >= 1")
+        if self.seed is not None and not 0 <= self.seed < 2**63 - 64:  # + choice index stays in range
+            bad("seed", "must be in [0, 2**63 - 64)")
         if not 0 <= self.top_logprobs <= 20:
             bad("top_logprobs", "must be in [0, 20]")
         if self.max_new_tokens < (0 if self.prompt_logprobs else 1):

@@ -40,8 +40,19 @@ ROLES = ("system", "user", "assistant", "tool")
 # render byte for byte what `render` below renders (a test checks it), including a
 # missing or null `content` (rendered as "") and a tool call without `arguments` ({}).
 CHAT_TEMPLATE = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0].role == 'system' %}{{- (messages[0].content or '') + '\\n\\n' }}{%- endif %}"
+    "{{- '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and "
+    'arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{"name": <function-name>, '
+    '"arguments": <args-json-object>}\\n</tool_call><|im_end|>\\n\' }}'
+    "{%- endif %}"
     "{%- for message in messages %}"
-    "{%- if message.role == 'assistant' %}"
+    "{%- if tools and loop.first and message.role == 'system' %}"
+    "{%- elif message.role == 'assistant' %}"
     "{{- '<|im_start|>assistant' }}"
     "{%- if message.content %}{{- '\\n' + message.content }}{%- endif %}"
     "{%- if message.tool_calls %}{%- for tc in message.tool_calls %}"
@@ -65,6 +76,30 @@ CHAT_TEMPLATE = (
 )
 
 GENERATION_PROMPT = f"{IM_START}assistant\n"
+
+
+TOOLS_HEADER = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+TOOLS_FOOTER = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+    'within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, '
+    '"arguments": <args-json-object>}\n</tool_call>'
+)
+
+
+def with_tools(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The conversation with client tool definitions (OpenAI's `tools`) in its system turn,
+    worded as Qwen3's template does, so `render` equals CHAT_TEMPLATE rendered with `tools`."""
+    if not tools:
+        return messages
+    listed = "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools)
+    rest = messages
+    head = ""
+    if messages and isinstance(messages[0], dict) and messages[0].get("role") == "system":
+        head, rest = (messages[0].get("content") or "") + "\n\n", messages[1:]
+    return [{"role": "system", "content": head + TOOLS_HEADER + listed + TOOLS_FOOTER}, *rest]
 
 
 def tool_call_text(name: str, arguments: dict[str, Any] | str) -> str:

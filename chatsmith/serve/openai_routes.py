@@ -1,0 +1,312 @@
+"""The OpenAI endpoints that generate: /v1/chat/completions and /v1/completions.
+
+The event loop only queues requests and awaits their events. A client that goes away
+cancels its generation: a streaming response's generator is cancelled by Starlette, a
+plain one has a watcher on the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from fastapi import APIRouter
+from fastapi import Request as HTTPRequest
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from chatsmith.common.errors import ChatsmithError
+from chatsmith.serve.backend import EngineFull, Event, PromptTooLong, Request
+from chatsmith.serve.context import LimitedWho, ServerContext, ctx_of
+from chatsmith.serve.convert import Prepared, prepare_chat, prepare_completions, too_long
+from chatsmith.serve.errors import APIError, bad_request
+from chatsmith.serve.metrics import Timing
+from chatsmith.serve.protocol import ChatRequest, CompletionRequest
+from chatsmith.serve.responses import (
+    Choice,
+    ChoiceTracker,
+    chat_chunk,
+    chat_response,
+    completion_choice,
+    logprob_entry,
+    new_id,
+    now,
+    sse,
+)
+
+router = APIRouter()
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: HTTPRequest, model: type[M]) -> M:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise bad_request(f"the request body is not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        raise bad_request(
+            f"{loc}: {err.get('msg', 'invalid value')}" if loc else err["msg"], param=loc or None
+        ) from None
+
+
+def submit(ctx: ServerContext, prep: Prepared) -> Request:
+    try:
+        return ctx.backend.submit(prep.prompt, prep.params, prep.run_tools)
+    except PromptTooLong as e:
+        raise too_long(e.prompt_tokens, e.limit) from None
+    except EngineFull as e:
+        raise APIError(
+            503, f"the server is overloaded: {e}", code="overloaded", headers={"Retry-After": "1"}
+        ) from None
+    except ChatsmithError as e:
+        raise bad_request(str(e)) from None
+
+
+async def _watch_disconnect(request: HTTPRequest, reqs: list[Request]) -> None:
+    while True:
+        msg = await request.receive()
+        if msg["type"] == "http.disconnect":
+            for r in reqs:
+                r.cancel()
+            return
+
+
+async def merged(reqs: list[Request]) -> AsyncIterator[tuple[int, Event]]:
+    """Events of several requests as they come: (which request, event)."""
+    if len(reqs) == 1:
+        async for ev in reqs[0].aevents():
+            yield 0, ev
+        return
+    q: asyncio.Queue[tuple[int, Event] | None] = asyncio.Queue()
+
+    async def pump(i: int, r: Request) -> None:
+        async for ev in r.aevents():
+            await q.put((i, ev))
+        await q.put(None)
+
+    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(reqs)]
+    try:
+        left = len(reqs)
+        while left:
+            item = await q.get()
+            if item is None:
+                left -= 1
+            else:
+                yield item
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def _observe(timing: Timing, ev: Event) -> None:
+    if ev.kind == "token" and ev.token >= 0:
+        timing.token(time.perf_counter())
+
+
+def _engine_failed(choices: list[Choice]) -> None:
+    for c in choices:
+        if c.error:
+            raise APIError(500, f"generation failed: {c.error}", code="engine_error")
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: HTTPRequest, _who: LimitedWho) -> Any:
+    ctx = ctx_of(request)
+    req = await read_body(request, ChatRequest)
+    ctx.ensure_ready()
+    prep = prepare_chat(req, ctx.backend)
+    timing = Timing(ctx.metrics, time.perf_counter())
+    r = submit(ctx, prep)
+    rid, created, model = new_id("chatcmpl"), now(), ctx.backend.name
+    tr = ChoiceTracker(ctx.backend.tok, prep.params.n, req.logprobs, prep.forced_tool)
+    if req.stream:
+        usage = bool(req.stream_options and req.stream_options.include_usage)
+        gen = _stream_chat(r, tr, timing, rid, created, model, prep, usage)
+        return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    watcher = asyncio.create_task(_watch_disconnect(request, [r]))
+    try:
+        async for _, ev in merged([r]):
+            _observe(timing, ev)
+            tr.feed(ev)
+    finally:
+        watcher.cancel()
+        r.cancel()  # a no-op once finished; frees the slot if we were interrupted
+    _engine_failed(tr.choices)
+    u = tr.usage()
+    timing.done(time.perf_counter(), u["prompt_tokens"], u["completion_tokens"])
+    return JSONResponse(chat_response(rid, model, created, tr, prep.primed))
+
+
+async def _stream_chat(
+    r: Request,
+    tr: ChoiceTracker,
+    timing: Timing,
+    rid: str,
+    created: int,
+    model: str,
+    prep: Prepared,
+    usage: bool,
+) -> AsyncIterator[str]:
+    def chunk(choices: list[dict[str, Any]]) -> str:
+        return sse(chat_chunk(rid, model, created, choices))
+
+    try:
+        for i in range(prep.params.n):
+            delta = {"role": "assistant", "content": prep.primed}
+            yield chunk([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}])
+        async for _, ev in merged([r]):
+            _observe(timing, ev)
+            c = tr.feed(ev)
+            if ev.kind == "token" and tr.forced is None and (ev.text or (tr.want_lp and ev.token >= 0)):
+                lp = {"content": [logprob_entry(tr.tok, ev)]} if tr.want_lp and ev.token >= 0 else None
+                yield chunk(
+                    [{"index": c.index, "delta": {"content": ev.text}, "logprobs": lp, "finish_reason": None}]
+                )
+            elif ev.kind == "done":
+                if c.error:
+                    yield sse({"error": {"message": f"generation failed: {c.error}", "type": "server_error"}})
+                    continue
+                if ev.text and tr.forced is None:
+                    yield chunk(
+                        [
+                            {
+                                "index": c.index,
+                                "delta": {"content": ev.text},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ]
+                    )
+                if c.tool_calls:
+                    calls = [{"index": k, **tc} for k, tc in enumerate(c.tool_calls)]
+                    yield chunk(
+                        [
+                            {
+                                "index": c.index,
+                                "delta": {"tool_calls": calls},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ]
+                    )
+                yield chunk(
+                    [{"index": c.index, "delta": {}, "logprobs": None, "finish_reason": c.finish_reason}]
+                )
+        u = tr.usage()
+        timing.done(time.perf_counter(), u["prompt_tokens"], u["completion_tokens"])
+        if usage:
+            yield sse(chat_chunk(rid, model=model, created=created, choices=[], usage=u))
+        yield sse("[DONE]")
+    finally:
+        r.cancel()  # the client went away (or we finished): free the engine's slot
+
+
+@router.post("/v1/completions")
+async def completions(request: HTTPRequest, _who: LimitedWho) -> Any:
+    ctx = ctx_of(request)
+    req = await read_body(request, CompletionRequest)
+    ctx.ensure_ready()
+    if req.suffix:
+        raise bad_request("suffix is not supported", param="suffix")
+    preps = prepare_completions(req, ctx.backend)
+    timing = Timing(ctx.metrics, time.perf_counter())
+    reqs: list[Request] = []
+    try:
+        for p in preps:
+            reqs.append(submit(ctx, p))
+    except APIError:
+        for r in reqs:
+            r.cancel()
+        raise
+    tok = ctx.backend.tok
+    n, want_lp = req.n, req.logprobs is not None
+    trackers = [ChoiceTracker(tok, n, want_lp, None) for _ in reqs]
+    rid, created, model = new_id("cmpl"), now(), ctx.backend.name
+    if req.stream:
+        gen = _stream_completions(req, preps, reqs, trackers, timing, rid, created, model)
+        return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    watcher = asyncio.create_task(_watch_disconnect(request, reqs))
+    try:
+        async for i, ev in merged(reqs):
+            _observe(timing, ev)
+            trackers[i].feed(ev)
+    finally:
+        watcher.cancel()
+        for r in reqs:
+            r.cancel()
+    choices = []
+    for i, (p, tr) in enumerate(zip(preps, trackers)):
+        _engine_failed(tr.choices)
+        for c in tr.choices:
+            choices.append(
+                completion_choice(tok, i * n + c.index, c, p.prompt, p.prompt_text, req.echo, want_lp)
+            )
+    usage = _sum_usage(trackers)
+    timing.done(time.perf_counter(), usage["prompt_tokens"], usage["completion_tokens"])
+    body = {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": choices}
+    return JSONResponse({**body, "usage": usage})
+
+
+def _sum_usage(trackers: list[ChoiceTracker]) -> dict[str, int]:
+    us = [t.usage() for t in trackers]
+    return {k: sum(u[k] for u in us) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+
+async def _stream_completions(
+    req: CompletionRequest,
+    preps: list[Prepared],
+    reqs: list[Request],
+    trackers: list[ChoiceTracker],
+    timing: Timing,
+    rid: str,
+    created: int,
+    model: str,
+) -> AsyncIterator[str]:
+    n = req.n
+
+    def chunk(idx: int, text: str, finish: str | None = None, lp: Any = None) -> str:
+        choice = {"index": idx, "text": text, "logprobs": lp, "finish_reason": finish}
+        return sse(
+            {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": [choice]}
+        )
+
+    try:
+        if req.echo:
+            for i, p in enumerate(preps):
+                for k in range(n):
+                    yield chunk(i * n + k, p.prompt_text)
+        async for i, ev in merged(reqs):
+            _observe(timing, ev)
+            c = trackers[i].feed(ev)
+            idx = i * n + c.index
+            if ev.kind == "token" and ev.text:
+                yield chunk(idx, ev.text)
+            elif ev.kind == "done":
+                yield chunk(idx, ev.text, c.finish_reason)
+        usage = _sum_usage(trackers)
+        timing.done(time.perf_counter(), usage["prompt_tokens"], usage["completion_tokens"])
+        if req.stream_options and req.stream_options.include_usage:
+            yield sse(
+                {
+                    "id": rid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        yield sse("[DONE]")
+    finally:
+        for r in reqs:
+            r.cancel()

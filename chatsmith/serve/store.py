@@ -1,0 +1,369 @@
+"""Users, API keys and conversations, persisted through SQLAlchemy.
+
+SQLite (a file under CHATSMITH_HOME) by default, PostgreSQL by URL. The schema carries
+a version number and upgrades in place: a new database is created at the latest
+version; an older one runs each missing step of `MIGRATIONS` in one transaction.
+
+A conversation is a tree of messages (editing a user message starts a sibling branch);
+`current_leaf` says which branch the user looks at. Every write commits before it
+returns, so a message the server acknowledged survives the process being killed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Connection,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from chatsmith.common.errors import ChatsmithError
+from chatsmith.common.paths import home
+
+SCHEMA_VERSION = 2
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaVersion(Base):
+    __tablename__ = "schema_version"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    prefix: Mapped[str] = mapped_column(String(32))  # shown in listings; the key itself is never stored
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    rpm: Mapped[int | None] = mapped_column(
+        Integer, nullable=True
+    )  # requests per minute; None = server default
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(500), default="")
+    current_leaf: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float, index=True)
+    # Added in schema version 2: the system prompt and sampling settings of the conversation.
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    # Added in schema version 2: tool calls of an assistant message (OpenAI's shape).
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE conversations ADD COLUMN settings JSON"))
+    conn.execute(text("ALTER TABLE messages ADD COLUMN tool_calls JSON"))
+
+
+# MIGRATIONS[v] upgrades a database from version v to v + 1.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+ROLES = ("system", "user", "assistant", "tool")
+MAX_CONTENT = 1_000_000  # characters in one stored message
+
+
+def _text(s: str) -> str:
+    # PostgreSQL text cannot hold NUL; the same text must be storable in every backend.
+    return s.replace("\x00", "\ufffd")
+
+
+def default_url() -> str:
+    return f"sqlite:///{home() / 'chatsmith.db'}"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Store:
+    def __init__(self, url: str | None = None) -> None:
+        url = url or default_url()
+        self.url = url
+        kw: dict[str, Any] = {"pool_pre_ping": True}
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kw["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        try:
+            self.engine = create_engine(url, **kw)
+        except Exception as e:  # a malformed URL or a missing driver
+            raise ChatsmithError(f"cannot open database {url!r}: {e}") from None
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            self.version = self._upgrade()
+        except OperationalError as e:
+            raise ChatsmithError(f"cannot open database {url!r}: {e.orig}") from None
+
+    def _upgrade(self) -> int:
+        with self.engine.begin() as conn:
+            if not inspect(conn).has_table("schema_version"):
+                Base.metadata.create_all(conn)
+                conn.execute(SchemaVersion.__table__.insert().values(version=SCHEMA_VERSION))
+                return SCHEMA_VERSION
+            v = conn.execute(select(SchemaVersion.version)).scalar_one()
+            if v > SCHEMA_VERSION:
+                raise ChatsmithError(
+                    f"database {self.url} has schema version {v}, newer than this chatsmith "
+                    f"({SCHEMA_VERSION}); upgrade chatsmith"
+                )
+            while v < SCHEMA_VERSION:
+                MIGRATIONS[v](conn)
+                v += 1
+            conn.execute(SchemaVersion.__table__.update().values(version=v))
+            return v
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- users and keys ------------------------------------------------------------------
+    def user(self, name: str, create: bool = True) -> User:
+        with self.session() as s:
+            u = s.scalar(select(User).where(User.name == name))
+        if u is not None:
+            return u
+        if not create:
+            raise ChatsmithError(f"no user named {name!r}")
+        try:
+            with self.session() as s, s.begin():
+                u = User(id=new_id(), name=name, created_at=time.time())
+                s.add(u)
+            return u
+        except IntegrityError:  # created by a concurrent request a moment ago
+            with self.session() as s:
+                return s.scalars(select(User).where(User.name == name)).one()
+
+    def add_key(
+        self, user_name: str, prefix: str, key_hash: str, name: str = "", rpm: int | None = None
+    ) -> ApiKey:
+        uid = self.user(user_name).id
+        with self.session() as s, s.begin():
+            k = ApiKey(
+                id=new_id()[:12],
+                user_id=uid,
+                name=name,
+                prefix=prefix,
+                key_hash=key_hash,
+                rpm=rpm,
+                revoked=False,
+                created_at=time.time(),
+            )
+            s.add(k)
+            return k
+
+    def list_keys(self) -> list[tuple[ApiKey, str]]:
+        with self.session() as s:
+            rows = s.execute(select(ApiKey, User.name).join(User).order_by(ApiKey.created_at)).all()
+            return [(k, n) for k, n in rows]
+
+    def revoke_key(self, id_or_prefix: str) -> ApiKey:
+        with self.session() as s, s.begin():
+            found = s.scalars(
+                select(ApiKey).where(or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix))
+            ).all()
+            if len(found) != 1:
+                what = "no key" if not found else f"{len(found)} keys"
+                raise ChatsmithError(f"{what} with id or prefix {id_or_prefix!r}; see `chatsmith keys list`")
+            found[0].revoked = True
+            return found[0]
+
+    def key_by_hash(self, key_hash: str) -> tuple[ApiKey, User] | None:
+        with self.session() as s:
+            row = s.execute(select(ApiKey, User).join(User).where(ApiKey.key_hash == key_hash)).first()
+            return (row[0], row[1]) if row else None
+
+    def has_active_keys(self) -> bool:
+        with self.session() as s:
+            return s.scalar(select(ApiKey.id).where(ApiKey.revoked.is_(False)).limit(1)) is not None
+
+    # -- conversations -------------------------------------------------------------------
+    def create_conversation(
+        self, user_id: str, title: str = "", settings: dict | None = None
+    ) -> Conversation:
+        now = time.time()
+        c = Conversation(
+            id=new_id(),
+            user_id=user_id,
+            title=_text(title),
+            settings=settings,
+            created_at=now,
+            updated_at=now,
+        )
+        with self.session() as s, s.begin():
+            s.add(c)
+        return c
+
+    def list_conversations(self, user_id: str, query: str = "", limit: int = 200) -> list[Conversation]:
+        q = select(Conversation).where(Conversation.user_id == user_id)
+        if query:
+            pat = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            hits = select(Message.conversation_id).where(Message.content.ilike(pat, escape="\\"))
+            q = q.where(or_(Conversation.title.ilike(pat, escape="\\"), Conversation.id.in_(hits)))
+        with self.session() as s:
+            return list(s.scalars(q.order_by(Conversation.updated_at.desc()).limit(limit)))
+
+    def conversation(self, user_id: str, conv_id: str) -> tuple[Conversation, list[Message]]:
+        with self.session() as s:
+            c = s.get(Conversation, conv_id)
+            if c is None or c.user_id != user_id:
+                raise KeyError(conv_id)
+            msgs = s.scalars(
+                select(Message).where(Message.conversation_id == conv_id).order_by(Message.created_at)
+            ).all()
+            return c, list(msgs)
+
+    def update_conversation(self, user_id: str, conv_id: str, **fields: Any) -> Conversation:
+        with self.session() as s, s.begin():
+            c = s.get(Conversation, conv_id)
+            if c is None or c.user_id != user_id:
+                raise KeyError(conv_id)
+            if fields.get("current_leaf") is not None:
+                m = s.get(Message, fields["current_leaf"])
+                if m is None or m.conversation_id != conv_id:
+                    raise ChatsmithError(f"message {fields['current_leaf']!r} is not in this conversation")
+            for k, v in fields.items():
+                if v is not None:
+                    setattr(c, k, _text(v) if k == "title" else v)
+            c.updated_at = time.time()
+            return c
+
+    def delete_conversation(self, user_id: str, conv_id: str) -> None:
+        with self.session() as s, s.begin():
+            c = s.get(Conversation, conv_id)
+            if c is None or c.user_id != user_id:
+                raise KeyError(conv_id)
+            # Explicit, because SQLite enforces ON DELETE CASCADE only with a pragma.
+            s.execute(Message.__table__.delete().where(Message.conversation_id == conv_id))
+            s.delete(c)
+
+    def add_message(
+        self,
+        user_id: str,
+        conv_id: str,
+        role: str,
+        content: str,
+        parent_id: str | None,
+        tool_calls: list[dict[str, Any]] | None = None,
+        created_at: float | None = None,
+        msg_id: str | None = None,
+    ) -> Message:
+        """Append a message under parent_id (None = a root) and make it the current leaf."""
+        if role not in ROLES:
+            raise ChatsmithError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        if len(content) > MAX_CONTENT:
+            raise ChatsmithError(f"a message holds at most {MAX_CONTENT} characters, got {len(content)}")
+        with self.session() as s, s.begin():
+            c = s.get(Conversation, conv_id)
+            if c is None or c.user_id != user_id:
+                raise KeyError(conv_id)
+            if parent_id is not None:
+                p = s.get(Message, parent_id)
+                if p is None or p.conversation_id != conv_id:
+                    raise ChatsmithError(f"parent message {parent_id!r} is not in this conversation")
+            now = time.time()
+            # Strictly increasing times keep the order of messages written in the same tick.
+            last = s.scalar(
+                select(Message.created_at)
+                .where(Message.conversation_id == conv_id)
+                .order_by(Message.created_at.desc())
+                .limit(1)
+            )
+            t = created_at if created_at is not None else max(now, (last or 0) + 1e-6)
+            m = Message(
+                id=msg_id or new_id(),
+                conversation_id=conv_id,
+                parent_id=parent_id,
+                role=role,
+                content=_text(content),
+                tool_calls=tool_calls,
+                created_at=t,
+            )
+            s.add(m)
+            c.current_leaf = m.id
+            c.updated_at = now
+            return m
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers run while a writer commits; synchronous=FULL makes a commit durable
+    # before it returns (the default NORMAL may drop the last commits on power loss).
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def conversation_json(c: Conversation, msgs: list[Message] | None = None) -> dict[str, Any]:
+    """The JSON the web app reads (and exports): the whole message tree."""
+    out: dict[str, Any] = {
+        "id": c.id,
+        "title": c.title,
+        "current_leaf": c.current_leaf,
+        "settings": c.settings or {},
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    }
+    if msgs is not None:
+        out["messages"] = [
+            {
+                "id": m.id,
+                "parent_id": m.parent_id,
+                "role": m.role,
+                "content": m.content,
+                "tool_calls": m.tool_calls,
+                "created_at": m.created_at,
+            }
+            for m in msgs
+        ]
+    return out
