@@ -1,16 +1,42 @@
-"""The run's report card: figures per stage, time per stage, loss curves (report.md + PNG)."""
+"""The run's report card: report.md and a self-contained report.html, with PNG plots.
+
+`write_report(run_dir, summary)` is what the pipeline calls at the end of a run; it keeps
+the summary in RUN/summary.json so `chatsmith report RUN` can rebuild the card later.
+Per stage (base, sft, dpo, rm, rl): every task's figures, training figures, time and
+cost; then curves of loss and metrics, sample answers, and the hardware and versions.
+"""
 
 from __future__ import annotations
 
-import platform
+import json
 from pathlib import Path
 from typing import Any
 
-import torch
+from chatsmith.common.dist import is_main
+from chatsmith.eval.report_card import (
+    TRAINED_BY,
+    collect,
+    detail_metrics,
+    fmt,
+    task_cell,
+    time_rows,
+)
+from chatsmith.eval.report_plots import plot_losses, plot_metrics, plot_tasks
+from chatsmith.eval.report_render import Section, to_html, to_markdown
 
-from chatsmith.common.log import read_metrics
+TASK_NOTES = {
+    "bpb": "bits per byte on the held-out pretraining text (lower is better)",
+    "chat": "held-out synthetic conversations, greedy, tools run inside generation",
+    "mc": "multiple choice as plain text, by log-likelihood",
+    "mc_chat": "multiple choice as a chat turn, by log-likelihood",
+    "arith_calc": "arithmetic, calculator allowed",
+    "arith_direct": "arithmetic, no calculator",
+    "word_problems": "one-step word problems (GSM8K style), calculator allowed",
+}
 
-TASK_LABELS = {
+
+# The demo's synthetic chat subtasks, as readers should see them.
+SUBTASK_LABELS = {
     "arithmetic": "Arithmetic via calculator (2-3 digits, + - *)",
     "counting": "Letter counting via tool",
     "counting_word_exact": "… and the word quoted back exactly",
@@ -22,110 +48,163 @@ TASK_LABELS = {
 }
 
 
-def plot_losses(metrics_path: Path, out: Path) -> Path | None:
-    rows = read_metrics(metrics_path)
-    stages = [
-        s
-        for s in dict.fromkeys(r["stage"] for r in rows)
-        if any("train_loss" in r for r in rows if r["stage"] == s)
-    ]
-    if not stages:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 3.8), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        rs = [r for r in rows if r["stage"] == stage and "train_loss" in r]
-        ax.plot([r["step"] for r in rs], [r["train_loss"] for r in rs], lw=1, alpha=0.8, label="train")
-        vs = [r for r in rs if "val_loss" in r]
-        if vs:
-            ax.plot([r["step"] for r in vs], [r["val_loss"] for r in vs], "o-", ms=3, label="validation")
-        ax.set_title(stage)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss (nats/token)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+def _subtask_tables(card: dict[str, Any]) -> list[Section]:
+    """Per-subtask accuracy of each task that has subtasks (the demo's chat task), per stage."""
+    out: list[Section] = []
+    for t in card["tasks"]:
+        per = {
+            s: card["evals"].get(s, {}).get("tasks", {}).get(t, {}).get("metrics", {}) for s in card["stages"]
+        }
+        subs = list(
+            dict.fromkeys(k[len("accuracy/") :] for m in per.values() for k in m if k.startswith("accuracy/"))
+        )
+        if not subs:
+            continue
+        subs.sort(key=lambda x: list(SUBTASK_LABELS).index(x) if x in SUBTASK_LABELS else len(SUBTASK_LABELS))
+        rows = []
+        for sub in subs:
+            n = max((m.get(f"n/{sub}", 0) for m in per.values()), default=0)
+            cells = [fmt("accuracy", per[s].get(f"accuracy/{sub}")) for s in card["stages"]]
+            rows.append([SUBTASK_LABELS.get(sub, sub), n, *cells])
+        out += [("h3", f"{t}: accuracy % per subtask"), ("table", ["subtask", "n", *card["stages"]], rows)]
     return out
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f} %"
+def _summary_table(card: dict[str, Any]) -> Section:
+    header = ["task", "metric", "n", *card["stages"]]
+    rows = []
+    for t in card["tasks"]:
+        cells = [task_cell(card, s, t) for s in card["stages"]]
+        metric = next((m for m, _ in cells if m), "")
+        n = max(
+            (
+                card["evals"].get(s, {}).get("tasks", {}).get(t, {}).get("metrics", {}).get("n", 0)
+                for s in card["stages"]
+            ),
+            default=0,
+        )
+        label = metric if metric in ("bpb", "") else f"{metric} %"
+        rows.append([t, label, n, *[v for _, v in cells]])
+    core = []
+    for s in card["stages"]:
+        cs = [
+            r["metrics"]["centered"]
+            for r in card["evals"].get(s, {}).get("tasks", {}).values()
+            if "centered" in r["metrics"]
+        ]
+        core.append(fmt("centered", sum(cs) / len(cs)) if cs else "–")
+    if any(c != "–" for c in core):
+        rows.append(["CORE-style", "mean centered %", "", *core])
+    return ("table", header, rows)
 
 
-def write_report(run_dir: Path, summary: dict[str, Any]) -> Path:
-    """summary: {"config", "timings": {stage: s}, "stages": {name: figures}, "evals": {model: result}}."""
-    plot = plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
-    ev = summary.get("evals", {})
-    models = list(ev)
-    lines = [f"# chatsmith report — run `{run_dir.name}`", ""]
-    lines += [
-        "## Held-out tasks",
-        "",
-        "| task | n | " + " | ".join(models) + " |",
-        "|---|---|" + "---|" * len(models),
+def _stage_sections(card: dict[str, Any], stage: str) -> list[Section]:
+    out: list[Section] = [("h3", stage)]
+    ev = card["evals"].get(stage, {})
+    if "error" in ev:
+        out.append(("p", f"not evaluated: {ev['error']}"))
+    rows = []
+    for t in card["tasks"]:
+        r = ev.get("tasks", {}).get(t)
+        if not r:
+            continue
+        for k in detail_metrics(card, t):
+            if k in r["metrics"] and k not in ("n", "chance"):
+                n = r["metrics"].get("n/" + k.split("/", 1)[1]) if "/" in k else r["metrics"].get("n")
+                rows.append([t, k, fmt(k, r["metrics"][k]), n if n is not None else ""])
+    if rows:
+        out.append(("table", ["task", "metric", "value", "n"], rows))
+    train = card["training"].get(TRAINED_BY[stage], {})
+    secs = card["timings"].get(TRAINED_BY[stage])
+    figures = [
+        f"{k}: {fmt(k, v)}" for k, v in train.items() if k not in ("seconds", "lr", "tok_per_s", "grad_norm")
     ]
-    tasks = sorted(
-        {t for m in models for t in ev[m]["accuracy"]},
-        key=lambda t: list(TASK_LABELS).index(t) if t in TASK_LABELS else 99,
-    )
-    for t in tasks:
-        n = max(ev[m]["counts"].get(t, 0) for m in models)
-        lines.append(
-            f"| {TASK_LABELS.get(t, t)} | {n} | "
-            + " | ".join(_pct(ev[m]["accuracy"].get(t)) for m in models)
-            + " |"
+    if secs is not None:
+        figures.append(f"training time: {secs:.1f} s")
+    if "seconds" in ev:
+        figures.append(f"evaluation time: {ev['seconds']:.1f} s")
+    if figures:
+        out.append(("list", figures))
+    return out
+
+
+def _samples(card: dict[str, Any], per_stage: int = 10) -> list[str]:
+    items = []
+    for s in card["stages"]:
+        shown = 0
+        for t, r in card["evals"].get(s, {}).get("tasks", {}).items():
+            for smp in r.get("samples", [])[:2]:
+                if shown >= per_stage:
+                    break
+                shown += 1
+                mark = "✓" if smp.get("correct") else "✗"
+                tools = f" — tool results: {', '.join(smp['tools'])}" if smp.get("tools") else ""
+                sub = f"/{smp['subtask']}" if smp.get("subtask") else ""
+                items.append(f"{s} · {t}{sub} {mark} Q: {smp['question']!r} → {smp['reply']!r}{tools}")
+    return items
+
+
+def build_sections(card: dict[str, Any], plots: dict[str, Path | None]) -> list[Section]:
+    secs: list[Section] = [("h1", f"chatsmith report card — run {card['run']}")]
+    secs += [("h2", "Summary"), _summary_table(card)]
+    notes = [f"{t}: {TASK_NOTES[t]}" for t in card["tasks"] if t in TASK_NOTES]
+    secs.append(
+        (
+            "p",
+            "Accuracies in %. CORE-style: the mean over multiple-choice tasks of centered accuracy "
+            "(chance 0, perfect 100). Per-subtask figures are in the stage tables. " + "; ".join(notes),
         )
-    lines += [
-        "",
-        "`base` is the pretrained model (its corpus mixes in rendered training conversations, "
-        "a light mid-training), scored on a smaller sample; `sft` is after supervised fine-tuning. "
-        "Held-out questions never appear in training: a stable hash of each question's key "
-        "(the numbers, the word, the phrasing) picks its split. Answers are greedy; tools run "
-        "inside generation. A right count can come from a miscopied word with the same count; "
-        "the row below it counts only answers that also quote the word back exactly.",
-        "",
-    ]
-    lines += [
-        "## Stages",
-        "",
-        "| stage | seconds | final train loss | validation loss | other |",
-        "|---|---|---|---|---|",
-    ]
-    for name, secs in summary.get("timings", {}).items():
-        st = summary.get("stages", {}).get(name, {})
-        other = ", ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in st.items()
-            if k not in ("train_loss", "val_loss", "seconds", "step", "lr", "tok_per_s", "grad_norm")
-        )
-        tl = f"{st['train_loss']:.4f}" if "train_loss" in st else "–"
-        vl = f"{st['val_loss']:.4f}" if "val_loss" in st else "–"
-        lines.append(f"| {name} | {secs:.1f} | {tl} | {vl} | {other} |")
-    total = sum(summary.get("timings", {}).values())
-    lines += ["", f"Total: {total:.0f} s.", ""]
-    if plot:
-        lines += ["## Loss curves", "", f"![loss curves]({plot.name})", ""]
-    lines += ["## Sample answers (held-out, greedy)", ""]
-    for m in models:
-        for t, ss in ev[m].get("samples", {}).items():
-            for s in ss[:2]:
-                tools = f" — tool results: {', '.join(s['tools'])}" if s["tools"] else ""
-                lines.append(
-                    f"- **{m} / {t}** {'✓' if s['ok'] else '✗'} Q: {s['question']!r} → {s['reply']!r}{tools}"
-                )
-    lines += ["", "## Setup", ""]
-    for k, v in summary.get("setup", {}).items():
-        lines.append(f"- {k}: {v}")
-    lines.append(
-        f"- python {platform.python_version()}, torch {torch.__version__}, {platform.machine()}, "
-        f"{torch.get_num_threads()} threads"
     )
+    secs += _subtask_tables(card)
+    if plots.get("tasks"):
+        secs.append(("img", plots["tasks"].name, "task figures per stage"))
+    secs.append(("h2", "Stages"))
+    for s in card["stages"]:
+        secs += _stage_sections(card, s)
+    rows = time_rows(card)
+    if rows:
+        total = sum(r[1] for r in rows)
+        secs += [
+            ("h2", "Time and cost"),
+            ("table", ["stage", "seconds", "cost"], [[a, f"{b:.1f}", c] for a, b, c in rows]),
+        ]
+        secs.append(("p", f"Total: {total:.0f} s. Set CHATSMITH_PRICE_PER_HOUR to see costs in money."))
+    if plots.get("loss") or plots.get("metrics"):
+        secs.append(("h2", "Training curves"))
+        for key, alt in (("loss", "loss curves"), ("metrics", "other training metrics")):
+            if plots.get(key):
+                secs.append(("img", plots[key].name, alt))
+    samples = _samples(card)
+    if samples:
+        secs += [("h2", "Sample answers (held-out)"), ("list", samples)]
+    setup = [f"{k}: {v}" for k, v in card["hardware"].items()] + [
+        f"{k}: {v}" for k, v in card["setup"].items()
+    ]
+    secs += [("h2", "Hardware and versions"), ("list", setup)]
+    return secs
+
+
+def write_report(
+    run_dir: Path, summary: dict[str, Any] | None = None, price_per_hour: float | None = None
+) -> Path:
+    """Write report.md, report.html and the plots into run_dir; returns report.md's path.
+
+    summary: {"timings": {stage: s}, "stages": {name: figures}, "evals": {stage: results}, "setup": {...}};
+    None reads RUN/summary.json (what `chatsmith report RUN` does).
+    """
+    run_dir = Path(run_dir)
     out = run_dir / "report.md"
-    out.write_text("\n".join(lines) + "\n")
+    if not is_main():
+        return out
+    if summary is not None:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str))
+    card = collect(run_dir, summary, price_per_hour)
+    plots = {
+        "loss": plot_losses(card["metrics_rows"], run_dir / "loss.png"),
+        "metrics": plot_metrics(card["metrics_rows"], run_dir / "metrics.png"),
+        "tasks": plot_tasks(card, run_dir / "tasks.png"),
+    }
+    sections = build_sections(card, plots)
+    out.write_text(to_markdown(sections))
+    (run_dir / "report.html").write_text(to_html(sections, f"chatsmith report — {card['run']}", run_dir))
     return out
