@@ -62,3 +62,60 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
 def set_threads(n: int) -> None:
     if n > 0:
         torch.set_num_threads(n)
+
+
+def device_name(device: torch.device) -> str:
+    """A name for the hardware, used to key the measured peak."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = (line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            model = next(names, "cpu")
+    except OSError:
+        model = "cpu"
+    return f"{model} x{torch.get_num_threads()} threads"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 0, seconds: float = 1.0) -> float:
+    """Measured FLOP/s of a large square matmul in `dtype`: the practical peak MFU is taken against.
+
+    A vendor's datasheet figure is unreachable on CPUs (and varies with clocks), so the peak is
+    what this machine actually does on the most favourable kernel, as `chatsmith bench peak` reports.
+    """
+    import time
+
+    n = size or (8192 if device.type == "cuda" else 4096)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):  # warm up kernels, caches, clocks
+        a @ b
+    synchronize(device)
+    reps, elapsed = 0, 0.0
+    t0 = time.perf_counter()
+    while elapsed < seconds:
+        a @ b
+        reps += 1
+        if device.type != "cuda" or reps % 10 == 0:
+            synchronize(device)
+            elapsed = time.perf_counter() - t0
+    synchronize(device)
+    elapsed = time.perf_counter() - t0
+    return 2 * n**3 * reps / elapsed
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak memory of this process: allocated CUDA memory, or the resident set on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+    except (ImportError, OSError):
+        return 0.0

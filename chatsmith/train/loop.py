@@ -1,15 +1,15 @@
 """The one training loop every stage uses; stages differ only in data and loss.
 
-A stage hands in a model, a loader with `next_batch()` and `state_dict()`, a loss
-function and an evaluation function; the loop does the schedule, clipping, logging,
-validation, NaN checks and atomic checkpoints that hold everything needed to resume.
+A stage hands in a model, a loader with `next_batch()` and `state_dict()`, an evaluation
+function and optionally its own step (`step_fn`, e.g. a preference loss); the loop does the
+schedule, gradient accumulation, mixed precision, compile, DDP/FSDP2, clipping, logging of
+throughput and MFU, validation, NaN checks and atomic checkpoints that resume exactly.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,56 +18,87 @@ from typing import Any
 import numpy as np
 import torch
 
-from chatsmith.checkpoint import save_checkpoint
+from chatsmith.checkpoint import (
+    load_optimizer_state,
+    load_train_state,
+    load_weights,
+    resume_point,
+    save_checkpoint,
+)
 from chatsmith.common.config import TrainConfig
-from chatsmith.common.device import autocast
+from chatsmith.common.device import autocast, peak_memory_gb
+from chatsmith.common.dist import all_reduce_mean, barrier, dist_info, init_distributed
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import MetricsLog, info, progress
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
+from chatsmith.train import parallel as par
+from chatsmith.train.optim import find_gpt, make_optimizer, muon_momentum
 from chatsmith.train.schedule import lr_multiplier
+from chatsmith.train.speed import Meter, flops_per_token, peak_flops
+
+# A custom step: (the model as the loop calls it — possibly DDP/FSDP-wrapped — and one batch as
+# loader.next_batch() returns it) -> (the loss to backpropagate, extra metrics to log). It runs
+# under autocast and moves the batch to the device itself.
+StepFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]]
 
 
 @dataclass
 class Stage:
     name: str  # "pretrain", "sft", ...
-    out_dir: Path  # the checkpoint folder this stage writes
-    loader: Any  # next_batch() -> (x, y); state_dict()/load_state_dict()
+    out_dir: Path | None  # the checkpoint folder this stage writes (None: none, as in benchmarks)
+    loader: Any  # next_batch() -> (x, y) or a stage's own batch; state_dict()/load_state_dict()
     evaluate: Callable[[], dict[str, float]] | None = None
     extra_meta: dict[str, Any] = field(default_factory=dict)
-
-
-def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW with three groups, as nanochat: embeddings, lm_head, everything else.
-
-    Each group's base rate is stored as `base_lr` so the schedule scales all alike.
-    Weight decay applies to the block matrices only, never to norms or embeddings.
-    """
-    embed = [model.embed_tokens.weight]
-    head = [] if model.cfg.tie_embeddings else [model.lm_head.weight]
-    # A tied matrix is also the output head, which diverges at the embeddings' large rate.
-    embed_lr = cfg.unembedding_lr if model.cfg.tie_embeddings else cfg.embedding_lr
-    special = {id(p) for p in embed + head}
-    matrices = [p for p in model.parameters() if id(p) not in special and p.dim() == 2]
-    vectors = [p for p in model.parameters() if id(p) not in special and p.dim() != 2]
-    groups = [
-        {"params": embed, "base_lr": embed_lr, "weight_decay": 0.0},
-        {"params": head, "base_lr": cfg.unembedding_lr, "weight_decay": 0.0},
-        {"params": matrices, "base_lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": vectors, "base_lr": cfg.lr, "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    for g in groups:
-        g["lr"] = g["base_lr"]
-    return torch.optim.AdamW(groups, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=device.type == "cuda")
+    # Optional custom step; None keeps the plain next-token loss model(x, y).
+    step_fn: StepFn | None = None
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def grad_accum_steps(cfg: TrainConfig, world: int) -> int:
+    """Micro-steps per optimizer step so that one step sees cfg.total_batch_tokens tokens."""
+    per_pass = cfg.batch_size * cfg.seq_len * world
+    if cfg.total_batch_tokens <= 0:
+        return 1
+    if cfg.total_batch_tokens % per_pass:
+        raise ChatsmithError(
+            f"total_batch_tokens ({cfg.total_batch_tokens}) must be a multiple of batch_size x seq_len x "
+            f"ranks = {cfg.batch_size} x {cfg.seq_len} x {world} = {per_pass}; change one of them"
+        )
+    return cfg.total_batch_tokens // per_pass
+
+
+def _resume_from(resume: str | Path | None, out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    if resume is None or resume == "":
+        return None
+    path = Path(out_dir if resume == "auto" else resume)
+    meta = resume_point(path)
+    if meta is None:
+        if resume == "auto":
+            return None  # nothing there yet: start from scratch
+        raise ChatsmithError(
+            f"cannot resume from {path}: no checkpoint with optimizer and train state there; "
+            "pass a stage's checkpoint folder or --resume auto"
+        )
+    return path, meta
 
 
 def train(
-    model: GPT,
+    model: torch.nn.Module,
     tok: BPETokenizer,
     stage: Stage,
     cfg: TrainConfig,
@@ -76,82 +107,167 @@ def train(
     metrics: MetricsLog,
     start_step: int = 0,
     optimizer_state: dict[str, Any] | None = None,
+    resume: str | Path | None = None,
+    parallel: str = "auto",
 ) -> dict[str, Any]:
-    """Train for cfg.steps steps; returns the final figures (also written to metrics)."""
-    opt = make_optimizer(model, cfg, device)
+    """Train for cfg.steps optimizer steps; returns the final figures (also written to metrics).
+
+    `resume` is None (start fresh), "auto" (continue the checkpoint in stage.out_dir if it is
+    unfinished) or a checkpoint folder.
+    """
+    di = init_distributed(device)
+    gpt = find_gpt(model)
+    train_state: dict[str, Any] | None = None
+    found = _resume_from(resume, stage.out_dir) if stage.out_dir is not None else None
+    if found is not None:
+        path, meta = found
+        load_weights(path, gpt)
+        if meta["step"] >= cfg.steps:
+            info(f"[{stage.name}] {path} already finished {meta['step']} steps; nothing to resume")
+            model.eval()
+            return {k: v for k, v in meta.items() if isinstance(v, (int, float))}
+        train_state = load_train_state(path)
+        if train_state.get("model") is not None:  # a stage's extra modules beyond the GPT
+            model.load_state_dict(train_state["model"])
+        optimizer_state = load_optimizer_state(path)
+        start_step = int(meta["step"])
+        stage.loader.load_state_dict(meta["loader"])
+        info(f"[{stage.name}] resuming from {path} at step {start_step}")
+
+    mode = par.pick_parallel(parallel, model)
+    compiled = par.want_compile(cfg.compile, device)
+    wrapped = par.wrap_model(model, device, mode, compiled)
+    opt = make_optimizer(model, cfg, device, dtype)
     if optimizer_state is not None:
-        opt.load_state_dict(optimizer_state)
-    model.train()
-    tokens_per_step = cfg.batch_size * cfg.seq_len
-    t_start, last = time.time(), {"train_loss": float("nan")}
-    smooth = None
-    steps = range(start_step, cfg.steps)
-    for step in progress(steps, total=cfg.steps - start_step, desc=stage.name):
+        par.load_optimizer_state(model, opt, optimizer_state, mode)
+    if train_state is not None:
+        set_rng_state(train_state["rng"][di.rank % len(train_state["rng"])])
+
+    accum = grad_accum_steps(cfg, di.world_size)
+    tokens_per_step = cfg.batch_size * cfg.seq_len * accum * di.world_size
+    peak = peak_flops(device, dtype) * di.world_size
+    meter = Meter(tokens_per_step, flops_per_token(gpt, cfg.seq_len), peak)
+    info(
+        f"[{stage.name}] {cfg.optimizer}, {di.world_size} rank(s) ({mode}), {accum} micro-step(s) of "
+        f"{cfg.batch_size}x{cfg.seq_len} per step = {tokens_per_step} tokens, dtype "
+        f"{str(dtype).replace('torch.', '')}, compile {'on' if compiled else 'off'}"
+    )
+    wrapped.train()
+    last: dict[str, Any] = {"train_loss": float("nan")}
+    smooth, seconds = None, 0.0
+    for step in progress(range(start_step, cfg.steps), total=cfg.steps - start_step, desc=stage.name):
         mult = lr_multiplier(step, cfg.steps, cfg.warmup_steps, cfg.warmdown_frac, cfg.min_lr_frac)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * mult
-        x, y = stage.loader.next_batch()
-        x, y = x.to(device), y.to(device)
-        t0 = time.time()
-        with autocast(device, dtype):
-            loss = model(x, y)
-        loss_v = loss.item()
+            if g.get("muon"):
+                g["momentum"] = muon_momentum(step, cfg)
+        loss_sum = torch.zeros((), device=device)
+        extra_sum: dict[str, float] = {}
+        for micro in range(accum):
+            batch = stage.loader.next_batch()
+            with par.micro_step_sync(wrapped, micro == accum - 1), autocast(device, dtype):
+                if stage.step_fn is None:
+                    x, y = batch
+                    loss = wrapped(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+                    extra: dict[str, float] = {}
+                else:
+                    loss, extra = stage.step_fn(wrapped, batch)
+                (loss / accum).backward()
+            loss_sum += loss.detach().float()
+            for k, v in extra.items():
+                extra_sum[k] = extra_sum.get(k, 0.0) + float(v) / accum
+        # The global mean over micro-steps and ranks, so the figure does not depend on the split.
+        loss_v = all_reduce_mean(loss_sum).item() / accum
         if not math.isfinite(loss_v):
             raise ChatsmithError(
-                f"{stage.name}: loss became {loss_v} at step {step}; the last good checkpoint is kept. "
-                "Try a lower learning rate."
+                f"{stage.name}: loss became {loss_v} at step {step + 1}; the run stopped before updating the "
+                f"weights and the last good checkpoint in {stage.out_dir} is kept. Try a lower learning rate "
+                "(or resume from that checkpoint with --resume auto)."
             )
-        loss.backward()
-        gnorm = (
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        )
+        gnorm = None
+        if cfg.grad_clip > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        dt = time.time() - t0
+        speed = meter.tick()
         smooth = loss_v if smooth is None else 0.9 * smooth + 0.1 * loss_v
-        row: dict[str, Any] = {
-            "step": step + 1,
-            "train_loss": loss_v,
-            "lr": cfg.lr * mult,
-            "tok_per_s": tokens_per_step / dt,
-        }
+        row: dict[str, Any] = {"step": step + 1, "train_loss": loss_v, "lr": cfg.lr * mult}
+        row.update(**speed, **extra_sum)
         if gnorm is not None:
-            row["grad_norm"] = float(gnorm)
+            row["grad_norm"] = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)
         done = step + 1 == cfg.steps
-        if stage.evaluate is not None and ((step + 1) % cfg.eval_every == 0 or done):
-            model.eval()
+        evaluated = stage.evaluate is not None and ((step + 1) % cfg.eval_every == 0 or done)
+        if evaluated:
+            wrapped.eval()
             row.update(stage.evaluate())
-            model.train()
-        metrics.write(**row)
-        last = row
+            wrapped.train()
+        eta = meter.mean_step_s(speed["step_s"]) * (cfg.steps - step - 1)
+        row["eta_s"] = eta
         if (step + 1) % cfg.log_every == 0 or done:
-            eta = (time.time() - t_start) / (step + 1 - start_step) * (cfg.steps - step - 1)
+            row["mem_gb"] = peak_memory_gb(device)
             val = f" val {row['val_loss']:.4f}" if "val_loss" in row else ""
             info(
                 f"[{stage.name}] step {step + 1}/{cfg.steps} loss {smooth:.4f}{val} lr {cfg.lr * mult:.2e} "
-                f"{row['tok_per_s']:.0f} tok/s eta {eta:.0f}s"
+                f"{speed['tok_per_s']:.0f} tok/s mfu {100 * speed['mfu']:.1f}% mem {row['mem_gb']:.2f}GB "
+                f"eta {eta:.0f}s"
             )
-        if done or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0):
-            meta = {
-                "stage": stage.name,
-                "step": step + 1,
-                "total_steps": cfg.steps,
-                "loader": stage.loader.state_dict(),
-                "rng": {"torch": torch.get_rng_state().tolist()},
-                "train_loss": loss_v,
-                **stage.extra_meta,
-            }
-            if "val_loss" in row:
-                meta["val_loss"] = row["val_loss"]
-            save_checkpoint(stage.out_dir, model, tok, meta, opt.state_dict() if not done else None)
+        metrics.write(**row)
+        seconds += speed["step_s"]
+        last = row
+        saved = stage.out_dir is not None and (done or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0))
+        if saved:
+            _save(stage, model, gpt, tok, opt, mode, step + 1, cfg.steps, row, final=done)
+        if evaluated or saved:  # their time is not training time
+            meter.restart()
     model.eval()
-    last["seconds"] = time.time() - t_start
+    last = {k: v for k, v in last.items() if k not in ("eta_s", "step_s")}
+    last["seconds"] = seconds
+    # Averages over the steps after the first ones (compilation, warm-up), for benchmarks.
+    mean_s = meter.mean_step_s(seconds / max(1, cfg.steps - start_step))
+    last["mean_tok_per_s"] = tokens_per_step / mean_s
+    last["mean_mfu"] = last["mean_tok_per_s"] * meter.fpt / peak
     return last
+
+
+def _save(
+    stage: Stage,
+    model: torch.nn.Module,
+    gpt: GPT,
+    tok: BPETokenizer,
+    opt: Any,
+    mode: str,
+    step: int,
+    total: int,
+    row: dict[str, Any],
+    final: bool,
+) -> None:
+    """Every rank takes part (gathering shards, RNG states); rank 0 writes."""
+    state = par.full_model_state(gpt, mode)
+    opt_state = None if final else par.optimizer_state(model, opt, mode)
+    rngs = par.gather_objects(rng_state())
+    if dist_info().is_main:
+        meta = {
+            "stage": stage.name,
+            "step": step,
+            "total_steps": total,
+            "loader": stage.loader.state_dict(),
+            "train_loss": row["train_loss"],
+            **stage.extra_meta,
+        }
+        if "val_loss" in row:
+            meta["val_loss"] = row["val_loss"]
+        extra_model = None if model is gpt else par.full_model_state(model, "none")
+        train_state = None if final else {"rng": rngs, "model": extra_model}
+        save_checkpoint(stage.out_dir, gpt, tok, meta, opt_state, train_state, state=state)
+    barrier()
 
 
 @torch.no_grad()
 def mean_loss(
-    model: GPT, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device, dtype: torch.dtype
+    model: torch.nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> float:
     """Token-weighted mean loss over fixed batches (targets of -1 do not count)."""
     total, count = 0.0, 0

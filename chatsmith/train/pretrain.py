@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from chatsmith.common.config import Config
+from chatsmith.common.dist import dist_info
 from chatsmith.common.log import MetricsLog, info
 from chatsmith.data.loaders import PretrainLoader
 from chatsmith.data.shards import open_shard
@@ -32,6 +33,7 @@ def run_pretrain(
     device: torch.device,
     dtype: torch.dtype,
     metrics: MetricsLog,
+    resume: str | Path | None = None,
 ) -> dict[str, Any]:
     tc = cfg.pretrain
     fp = tok.fingerprint()
@@ -44,14 +46,18 @@ def run_pretrain(
         f"({model.num_params(non_embedding=True) / 1e6:.2f}M without embeddings), "
         f"{train_tokens.size / 1e6:.2f}M training tokens, {tc.steps} steps of {tc.batch_size}x{tc.seq_len}"
     )
+    # Every rank scores the same validation batches, so each gets the same figure.
     vb = val_batches(val_tokens, tc.batch_size, tc.seq_len, tc.eval_batches)
 
     def evaluate() -> dict[str, float]:
         loss = mean_loss(model, vb, device, dtype)
         return {"val_loss": loss, "val_bpb": loss / math.log(2) / bytes_per_token}
 
-    stage = Stage("pretrain", out_dir, PretrainLoader(train_tokens, tc.batch_size, tc.seq_len), evaluate)
-    return train(model, tok, stage, tc, device, dtype, metrics)
+    di = dist_info()
+    # Each rank reads its own rows of the stream (rank r takes every world-th row).
+    loader = PretrainLoader(train_tokens, tc.batch_size, tc.seq_len, di.rank, di.world_size)
+    stage = Stage("pretrain", out_dir, loader, evaluate)
+    return train(model, tok, stage, tc, device, dtype, metrics, resume=resume, parallel=cfg.run.parallel)
 
 
 def _bytes_per_token(manifest: Path) -> float:
