@@ -33,6 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--preset", default="demo", help=f"one of: {', '.join(available_presets())}, or a .toml path"
     )
+    s.add_argument("--resume", default=None, help="auto: continue the run's unfinished stages")
+
+    pt = sub.add_parser(
+        "pretrain", help="pretrain a base model (data and tokenizer first if the run has none)"
+    )
+    pt.add_argument(
+        "--preset", default="demo", help=f"one of: {', '.join(available_presets())}, or a .toml path"
+    )
+    pt.add_argument(
+        "--resume", default=None, help="auto (the run's latest checkpoint) or a checkpoint folder"
+    )
 
     t = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on your text")
     tsub = t.add_subparsers(dest="action", required=True)
@@ -50,12 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="chatsmith checkpoint folder to write")
 
     b = sub.add_parser("bench", help="speed measurements; JSON on the last line")
-    b.add_argument("what", choices=["data", "generate"], help="what to measure")
+    b.add_argument("what", choices=["data", "generate", "train", "peak"], help="what to measure")
     b.add_argument("rest", nargs=argparse.REMAINDER)
 
     from chatsmith.data.cli import add_data_parser
 
     add_data_parser(sub)
+
+    from chatsmith.eval.cli import add_eval_parser
+
+    add_eval_parser(sub)
+    from chatsmith.train.posttrain_cli import add_posttrain_parsers
+
+    add_posttrain_parsers(sub)
+    from chatsmith.serve.cli import add_serve_parser
+
+    add_serve_parser(sub)
 
     c = sub.add_parser("chat", help="chat in the terminal (or answer one prompt with -p)")
     c.add_argument("--model", default="demo", help="checkpoint folder, or a run name (default: demo)")
@@ -79,13 +100,24 @@ def main(argv: list[str] | None = None) -> int:
             from chatsmith.train.speedrun import speedrun
 
             cfg = make_config(args.preset, overrides)
-            out = speedrun(cfg)
+            out = speedrun(cfg, resume=args.resume)
             me = self_command()
             print(
                 f"\nDone. Report: {out / 'report.md'}\nChat with your model:\n  {me} chat --model {out}\n"
                 f'  {me} chat --model {out} -p "What is 37 * 41?" --verbose'
             )
             return 0
+        if args.verb == "pretrain":
+            from chatsmith.common.log import info
+            from chatsmith.train.speedrun import pretrain_only
+
+            out = pretrain_only(make_config(args.preset, overrides), resume=args.resume)
+            info(f"\nDone. Base model: {out / 'base'}")
+            return 0
+        if args.verb in ("sft", "dpo", "rm", "rl"):
+            from chatsmith.train.posttrain_cli import run_posttrain
+
+            return run_posttrain(args, overrides)
         if overrides:
             raise ChatsmithError(f"'{args.verb}' takes no config overrides (got {' '.join(overrides)})")
         if args.verb == "tokenizer":
@@ -101,10 +133,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(docs)} documents -> {out_path}"
             )
             return 0
+        if args.verb in ("serve", "keys"):
+            from chatsmith.serve.cli import run_serve
+
+            return run_serve(args)
         if args.verb == "data":
             from chatsmith.data.cli import run_data
 
             return run_data(args)
+        if args.verb in ("eval", "report"):
+            from chatsmith.eval.cli import run_eval
+
+            return run_eval(args)
         if args.verb == "bench" and args.what == "generate":
             from chatsmith.bench.generate import bench_generate_main
 
@@ -113,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
                 i = rest.index("--model") + 1
                 rest[i] = str(resolve_model(rest[i]))
             return bench_generate_main(rest)
+        if args.verb == "bench" and args.what == "train":
+            from chatsmith.bench.train import bench_train_main
+
+            return bench_train_main(list(args.rest))
+        if args.verb == "bench" and args.what == "peak":
+            from chatsmith.bench.peak import bench_peak_main
+
+            return bench_peak_main(list(args.rest))
         if args.verb == "bench":
             from chatsmith.data.cli import bench_data_main
 

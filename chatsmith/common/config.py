@@ -29,7 +29,8 @@ class RunConfig:
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto | float32 | bfloat16
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    threads: int = 0  # torch intra-op threads; 0 = torch's default (split among ranks on a CPU)
+    parallel: str = "auto"  # auto | ddp | fsdp: how torchrun's ranks share the model (auto: fsdp from 1B)
 
 
 @dataclass
@@ -92,6 +93,12 @@ class TrainConfig:
     ckpt_every: int = 0  # 0 = only at the end
     log_every: int = 10
     epochs: float = 0.0  # SFT: >0 sets steps from the data size instead of `steps`
+    optimizer: str = "muon"  # muon (block matrices; AdamW for the rest) | adamw (everything)
+    matrix_lr: float = 0.02  # Muon's rate for the block matrices (nanochat's default)
+    muon_momentum: float = 0.95
+    muon_momentum_warmup: int = 300  # steps over which Muon's momentum rises from 0.85
+    total_batch_tokens: int = 0  # tokens per optimizer step, all ranks; 0 = batch_size*seq_len*ranks
+    compile: str = "auto"  # auto | on | off: torch.compile the model (auto: on for CUDA, see loop.py)
 
 
 @dataclass
@@ -105,6 +112,43 @@ class EvalConfig:
 
 
 @dataclass
+class DPOConfig(TrainConfig):
+    """Direct Preference Optimization (Rafailov et al. 2023) on preference pairs."""
+
+    beta: float = 0.1  # strength of the implicit KL to the reference model
+    train_pairs: int = 3000  # synthetic pairs for the demo (a --data file replaces them)
+    val_pairs: int = 300  # held-out pairs for preference accuracy
+
+
+@dataclass
+class RMConfig(TrainConfig):
+    """A reward model: the chat model with a scalar head, Bradley-Terry pairwise loss."""
+
+    pool: str = "mean"  # what the head reads: last (the closing <|im_end|>) | mean (the answer's tokens)
+    train_pairs: int = 3000
+    val_pairs: int = 300
+
+
+@dataclass
+class RLConfig(TrainConfig):
+    """GRPO (Shao et al. 2024, DeepSeekMath): a group of sampled answers per prompt."""
+
+    group_size: int = 8  # answers sampled per prompt; batch_size is prompts per step
+    temperature: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 64  # per assistant turn of a rollout
+    clip_eps: float = 0.2  # PPO-style ratio clipping
+    kl_coef: float = 0.0  # > 0 adds a KL penalty to the reference (SFT) model
+    rm_weight: float = 0.0  # > 0 adds the reward model's score (needs a reward model)
+    rm_path: str = ""  # reward model checkpoint; empty = <run>/rm when rm_weight > 0
+    eval_problems: int = 200  # held-out word problems for accuracy before and after
+    pass_k: int = 8  # k of pass@k (from the sampled group; <= group_size)
+
+
+_POST: dict[str, Any] = {"optimizer": "adamw", "embedding_lr": 1e-4, "unembedding_lr": 1e-4, "eval_every": 50}
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
@@ -112,8 +156,14 @@ class Config:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: TrainConfig = field(default_factory=TrainConfig)
-    sft: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, warmup_steps=10))
+    sft: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, warmup_steps=10, optimizer="adamw"))
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Post-training moves the weights a little: one small AdamW rate for every group.
+    dpo: DPOConfig = field(default_factory=lambda: DPOConfig(**_POST, steps=100, lr=1e-4, warmup_steps=10))
+    rm: RMConfig = field(default_factory=lambda: RMConfig(**_POST, steps=100, lr=1e-4, warmup_steps=10))
+    rl: RLConfig = field(
+        default_factory=lambda: RLConfig(**_POST, steps=30, batch_size=8, lr=5e-5, warmup_steps=0)
+    )
 
 
 def presets_dir() -> Path:
@@ -248,10 +298,13 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 __all__ = [
     "Config",
+    "DPOConfig",
     "DataConfig",
     "EvalConfig",
     "IdentityConfig",
     "ModelConfig",
+    "RLConfig",
+    "RMConfig",
     "RunConfig",
     "TokenizerConfig",
     "TrainConfig",

@@ -26,6 +26,7 @@ EVAL_TASKS = {
     "spelling": "other",
     "instructions": "other",
     "multi_turn": "other",
+    "word_problems": "other",
 }
 
 

@@ -290,10 +290,21 @@ def multi_turn(rng: random.Random, split: str) -> Example:
 
 
 # ---- mixtures and checking ---------------------------------------------------------------
-WEIGHTS = {"identity": 2, "arithmetic": 3, "counting": 5, "spelling": 1, "instructions": 1, "multi_turn": 1}
+WEIGHTS = {
+    "identity": 2,
+    "arithmetic": 3,
+    "counting": 5,
+    "spelling": 1,
+    "instructions": 1,
+    "multi_turn": 1,
+    # Few on purpose: SFT should solve the multi-step problems only partly, leaving RL room to improve.
+    "word_problems": 2,
+}
 
 
 def generators(ident: IdentityConfig, words: list[str]) -> dict[str, Callable[[random.Random, str], Example]]:
+    from chatsmith.data.word_problems import word_problem  # it builds on this module's helpers
+
     return {
         "identity": lambda r, s: identity(r, s, ident),
         "identity_en": lambda r, s: identity(r, s, ident, "en"),
@@ -303,6 +314,7 @@ def generators(ident: IdentityConfig, words: list[str]) -> dict[str, Callable[[r
         "spelling": lambda r, s: spelling(r, s, words),
         "instructions": lambda r, s: instruction(r, s, words),
         "multi_turn": multi_turn,
+        "word_problems": word_problem,
     }
 
 
@@ -337,7 +349,7 @@ def extra_checks(ex: Example, reply: str) -> dict[str, bool]:
 
 def check(ex: Example, reply: str) -> bool:
     """Is the model's final reply a correct answer to the example?"""
-    if ex.task in ("arithmetic", "counting"):
+    if ex.task in ("arithmetic", "counting", "word_problems"):
         nums = _INT.findall(reply.replace(",", ""))
         return bool(nums) and nums[-1] == ex.answer
     if ex.task.startswith("identity"):

@@ -1,4 +1,4 @@
-"""The whole pipeline in one call: data -> tokenizer -> pretrain -> sft -> eval -> report."""
+"""The whole pipeline in one call: data, tokenizer, pretrain, sft, dpo, rm, rl, eval, report."""
 
 from __future__ import annotations
 
@@ -9,57 +9,109 @@ from typing import Any
 
 import torch
 
-from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common.config import Config, to_dict
-from chatsmith.common.device import autocast, pick_device, pick_dtype, set_threads
+from chatsmith.common.device import pick_device, pick_dtype, set_threads
+from chatsmith.common.dist import (
+    barrier,
+    cleanup,
+    dist_info,
+    init_distributed,
+    local_device,
+    threads_per_rank,
+)
 from chatsmith.common.log import MetricsLog, info
 from chatsmith.common.paths import run_dir
 from chatsmith.data.demo import DemoData
-from chatsmith.engine.generate import Generator
-from chatsmith.eval.chat_eval import evaluate_chat
+from chatsmith.data.synthetic_prefs import preference_pairs
+from chatsmith.data.word_problems import check_word_problem, word_problems
 from chatsmith.eval.report import write_report
+from chatsmith.eval.runner import evaluate_stages
 from chatsmith.tokenizer.bpe import BPETokenizer
+from chatsmith.train.dpo import run_dpo
 from chatsmith.train.pretrain import run_pretrain
+from chatsmith.train.rl import run_rl
+from chatsmith.train.rm import run_rm
 from chatsmith.train.sft import run_sft
 
+STAGES = ["base", "sft", "dpo", "rm", "rl"]
 
-def speedrun(cfg: Config) -> Path:
+
+def setup(cfg: Config) -> tuple[torch.device, torch.dtype]:
+    """Seed, threads, device and process group for this rank."""
     torch.manual_seed(cfg.run.seed)
-    set_threads(cfg.run.threads)
-    device = pick_device(cfg.run.device)
-    dtype = pick_dtype(cfg.run.dtype, device)
+    set_threads(cfg.run.threads or (threads_per_rank() if dist_info().enabled else 0))
+    device = local_device(pick_device(cfg.run.device))
+    init_distributed(device)
+    return device, pick_dtype(cfg.run.dtype, device)
+
+
+def prepare_data(cfg: Config, out: Path, reuse: bool) -> tuple[BPETokenizer, dict[str, Any], DemoData | None]:
+    """Corpus -> tokenizer -> token shards in `out` (rank 0 builds them; the other ranks wait).
+
+    With `reuse`, a tokenizer and shards already in `out` are kept (a resumed run).
+    """
+    have = (out / "tokenizer" / "tokenizer.json").is_file() and (out / "data" / "pretrain_val.json").is_file()
+    data = None
+    stages: dict[str, Any] = {"timings": {}}
+    if dist_info().is_main and not (reuse and have):
+        t = time.time()
+        data = DemoData(cfg)
+        stages["timings"]["data"] = time.time() - t
+        info(
+            f"[data] {len(data.docs)} stdlib documents ({sum(len(d) for d in data.docs) / 1e6:.1f}M chars), "
+            f"{len(data.chat_train)} training conversations, {len(data.words)} words  "
+            f"({stages['timings']['data']:.1f}s)"
+        )
+        t = time.time()
+        tok = BPETokenizer.train(data.tokenizer_texts(), cfg.tokenizer.vocab_size)
+        tok.save(out / "tokenizer" / "tokenizer.json")
+        shards = data.write_shards(tok, out / "data")
+        stages["timings"]["tokenizer"] = time.time() - t
+        ntok = shards["pretrain_train"]["tokens"]
+        bpt = shards["pretrain_train"]["bytes"] / max(1, ntok)
+        stages["tokenizer"] = {"vocab": tok.vocab_size, "bytes/token": round(bpt, 3), "train tokens": ntok}
+        info(
+            f"[tokenizer] vocab {tok.vocab_size}, {ntok / 1e6:.2f}M training tokens, {bpt:.2f} bytes/token "
+            f"({stages['timings']['tokenizer']:.1f}s)"
+        )
+    barrier()
+    tok = BPETokenizer.load(out / "tokenizer" / "tokenizer.json")
+    return tok, stages, data
+
+
+def pretrain_only(cfg: Config, resume: str | None = None) -> Path:
+    """`chatsmith pretrain`: data and tokenizer if the run has none yet, then pretraining into base/."""
+    device, dtype = setup(cfg)
     out = run_dir(cfg.run.name)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").unlink(missing_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    info(f"chatsmith pretrain → {out}  (device {device}, dtype {str(dtype).replace('torch.', '')})")
+    tok, _, _ = prepare_data(cfg, out, reuse=True)
+    metrics = MetricsLog(out / "metrics.jsonl", "pretrain")
+    try:
+        run_pretrain(cfg, tok, out / "data", out / "base", device, dtype, metrics, resume=resume)
+    finally:
+        cleanup()
+    return out
+
+
+def speedrun(cfg: Config, resume: str | None = None) -> Path:
+    device, dtype = setup(cfg)
+    out = run_dir(cfg.run.name)
+    out.mkdir(parents=True, exist_ok=True)
+    if dist_info().is_main:
+        if resume is None:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     info(f"chatsmith speedrun → {out}  (device {device}, dtype {str(dtype).replace('torch.', '')})")
-    timings: dict[str, float] = {}
-    stages: dict[str, Any] = {}
-
-    t = time.time()
-    data = DemoData(cfg)
-    timings["data"] = time.time() - t
-    info(
-        f"[data] {len(data.docs)} stdlib documents ({sum(len(d) for d in data.docs) / 1e6:.1f}M chars), "
-        f"{len(data.chat_train)} training conversations, {len(data.words)} words  ({timings['data']:.1f}s)"
-    )
-
-    t = time.time()
-    tok = BPETokenizer.train(data.tokenizer_texts(), cfg.tokenizer.vocab_size)
-    tok.save(out / "tokenizer" / "tokenizer.json")
-    shards = data.write_shards(tok, out / "data")
-    timings["tokenizer"] = time.time() - t
-    ntok = shards["pretrain_train"]["tokens"]
-    bpt = shards["pretrain_train"]["bytes"] / max(1, ntok)
-    stages["tokenizer"] = {"vocab": tok.vocab_size, "bytes/token": round(bpt, 3), "train tokens": ntok}
-    info(
-        f"[tokenizer] vocab {tok.vocab_size}, {ntok / 1e6:.2f}M training tokens, {bpt:.2f} bytes/token "
-        f"({timings['tokenizer']:.1f}s)"
-    )
+    tok, prep, data = prepare_data(cfg, out, reuse=resume is not None)
+    timings: dict[str, float] = prep["timings"]
+    stages: dict[str, Any] = {k: v for k, v in prep.items() if k != "timings"}
+    if data is None:
+        data = DemoData(cfg)  # the conversations and eval questions (the shards were reused or rank 0's)
 
     metrics = MetricsLog(out / "metrics.jsonl", "pretrain")
     t = time.time()
-    stages["pretrain"] = run_pretrain(cfg, tok, out / "data", out / "base", device, dtype, metrics)
+    stages["pretrain"] = run_pretrain(cfg, tok, out / "data", out / "base", device, dtype, metrics, resume)
     timings["pretrain"] = time.time() - t
 
     metrics = MetricsLog(out / "metrics.jsonl", "sft")
@@ -73,28 +125,57 @@ def speedrun(cfg: Config) -> Path:
         device,
         dtype,
         metrics,
+        resume=resume,
     )
     timings["sft"] = time.time() - t
 
-    t = time.time()
-    evals = {}
-    for name, limit in (("base", cfg.eval.base_limit), ("sft", None)):
-        model, mtok, _ = load_checkpoint(out / name, device)
-        gen = Generator(model, mtok, autocast(device, dtype) if dtype != torch.float32 else None)
-        evals[name] = evaluate_chat(
-            gen, data.eval_examples(limit), cfg.eval.max_new_tokens, desc=f"eval {name}"
+    # Preference tuning and a reward model on synthetic pairs (correct vs wrong, polite vs
+    # rude, the user's language vs the other), both from the SFT model.
+    seed = cfg.run.seed
+    prefs = preference_pairs(cfg.dpo.train_pairs, seed + 3, "train", cfg.identity, data.words)
+    val_prefs = preference_pairs(cfg.dpo.val_pairs, seed + 4, "heldout", cfg.identity, data.words)
+    for name, run_stage in (("dpo", run_dpo), ("rm", run_rm)):
+        metrics = MetricsLog(out / "metrics.jsonl", name)
+        t = time.time()
+        stages[name] = run_stage(
+            cfg, out / "sft", out / name, prefs, val_prefs, device, dtype, metrics, resume=resume
         )
-        accs = ", ".join(f"{k} {100 * v:.0f}%" for k, v in evals[name]["accuracy"].items())
-        info(f"[eval] {name}: {accs}")
-    timings["eval"] = time.time() - t
-    (out / "eval.json").write_text(json.dumps(evals, indent=1, ensure_ascii=False))
+        timings[name] = time.time() - t
 
-    setup = {
+    # GRPO on multi-step word problems, from the DPO model, rewarded by the exact answer.
+    metrics = MetricsLog(out / "metrics.jsonl", "rl")
+    t = time.time()
+    stages["rl"] = run_rl(
+        cfg,
+        out / "dpo",
+        out / "rl",
+        word_problems(5000, seed + 5, "train"),
+        word_problems(cfg.rl.eval_problems, seed + 6, "heldout"),
+        check_word_problem,
+        device,
+        dtype,
+        metrics,
+        rm_dir=out / "rm",
+        baseline_dirs={"sft": out / "sft"},
+        resume=resume,
+    )
+    timings["rl"] = time.time() - t
+
+    t = time.time()
+    evals = evaluate_stages(out, [s for s in STAGES if s != "rm"], device, dtype)  # every rank takes a share
+    timings["eval"] = time.time() - t
+    if not dist_info().is_main:  # the report is one process's work
+        cleanup()
+        return out
+    (out / "eval.json").write_text(json.dumps(evals, indent=1, ensure_ascii=False, default=str))
+
+    setup_info = {
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),
         "seed": cfg.run.seed,
         "model": f"depth {cfg.model.depth}",
     }
-    report = write_report(out, {"timings": timings, "stages": stages, "evals": evals, "setup": setup})
+    report = write_report(out, {"timings": timings, "stages": stages, "evals": evals, "setup": setup_info})
     info(f"\nreport: {report}")
+    cleanup()
     return out

@@ -1,0 +1,147 @@
+"""Direct Preference Optimization (Rafailov et al. 2023) against a frozen reference model.
+
+The loss per pair is -log sigmoid(beta * ((log pi(c) - log ref(c)) - (log pi(r) - log ref(r)))),
+with log-probabilities summed over the answer's tokens only. The implicit reward of an
+answer is beta * (log pi - log ref); a pair counts as preferred when the chosen answer's
+implicit reward is the higher one, which is the held-out "preference accuracy".
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from chatsmith.checkpoint import load_checkpoint
+from chatsmith.common.config import Config
+from chatsmith.common.device import autocast
+from chatsmith.common.dist import dist_info
+from chatsmith.common.log import MetricsLog, info
+from chatsmith.data.chat_jsonl import Skipped
+from chatsmith.data.preferences import EncodedPair, PairLoader, PrefPair, collate, encode_pairs
+from chatsmith.model.gpt import GPT
+from chatsmith.train.loop import Stage, train
+
+
+def sequence_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of each row's scored targets: logits (N, T, V), targets (N, T) -> (N,)."""
+    mask = targets != -1
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (N, T)
+    return (picked * mask).sum(-1)
+
+
+def dpo_loss(
+    pol_c: torch.Tensor, pol_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The DPO loss of a batch and its figures (implicit rewards, margin, preference accuracy)."""
+    rew_c, rew_r = beta * (pol_c - ref_c), beta * (pol_r - ref_r)
+    margin = rew_c - rew_r
+    loss = -F.logsigmoid(margin).mean()
+    rew_c, rew_r, margin = rew_c.detach(), rew_r.detach(), margin.detach()
+    return loss, {
+        "reward_chosen": float(rew_c.mean()),
+        "reward_rejected": float(rew_r.mean()),
+        "reward_margin": float(margin.mean()),
+        "pref_acc": float((margin > 0).float().mean()),
+    }
+
+
+def make_dpo_step(ref: torch.nn.Module, beta: float, device: torch.device) -> Any:
+    """step_fn for the loop: policy log-probs with gradients, the reference's without."""
+
+    def step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch["x"].to(device), batch["y"].to(device)
+        B = x.size(0) // 2
+        pol = sequence_logps(model(x), y)
+        with torch.no_grad():
+            refl = sequence_logps(ref(x), y)
+        return dpo_loss(pol[:B], pol[B:], refl[:B], refl[B:], beta)
+
+    return step
+
+
+@torch.no_grad()
+def preference_accuracy(
+    model: GPT,
+    ref: GPT,
+    pairs: list[EncodedPair],
+    beta: float,
+    device: torch.device,
+    dtype: torch.dtype,
+    pad_id: int,
+    batch_size: int = 16,
+) -> dict[str, float]:
+    """Held-out preference accuracy (overall and per kind) and mean reward margin."""
+    right: dict[str, int] = defaultdict(int)
+    total: dict[str, int] = defaultdict(int)
+    margins = []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        b = collate(chunk, pad_id)
+        x, y = b["x"].to(device), b["y"].to(device)
+        with autocast(device, dtype):
+            pol, refl = sequence_logps(model(x), y), sequence_logps(ref(x), y)
+        B = len(chunk)
+        m = beta * ((pol[:B] - refl[:B]) - (pol[B:] - refl[B:]))
+        margins += m.tolist()
+        for p, mi in zip(chunk, m.tolist()):
+            for k in ("all", p.kind or "other"):
+                right[k] += mi > 0
+                total[k] += 1
+    out = {
+        "val_pref_acc": right["all"] / max(1, total["all"]),
+        "val_margin": sum(margins) / max(1, len(margins)),
+    }
+    out.update({f"val_pref_acc_{k}": right[k] / total[k] for k in sorted(total) if k != "all"})
+    return out
+
+
+def run_dpo(
+    cfg: Config,
+    init_dir: Path,
+    out_dir: Path,
+    train_pairs: list[PrefPair],
+    val_pairs: list[PrefPair],
+    device: torch.device,
+    dtype: torch.dtype,
+    metrics: MetricsLog,
+    skip_bad: bool = False,
+    resume: str | None = None,
+) -> dict[str, Any]:
+    """Train the policy from init_dir (the SFT model, which is also the frozen reference)."""
+    tc = cfg.dpo
+    model, tok, _ = load_checkpoint(init_dir, device)
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    skipped = Skipped()
+    train_enc = encode_pairs(tok, train_pairs, tc.seq_len + 1, skip_bad, skipped)
+    val_enc = encode_pairs(tok, val_pairs, tc.seq_len + 1, skip_bad, skipped)
+    skipped.report("dpo")
+    info(
+        f"[dpo] {len(train_enc)} training pairs, {len(val_enc)} held-out pairs, beta {tc.beta}, "
+        f"{tc.steps} steps"
+    )
+    if tc.epochs > 0:
+        tc.steps = max(1, round(tc.epochs * len(train_enc) / tc.batch_size))
+
+    def evaluate() -> dict[str, float]:
+        return preference_accuracy(model, ref, val_enc, tc.beta, device, dtype, tok.bos_id, tc.batch_size)
+
+    di = dist_info()
+    loader = PairLoader(train_enc, tc.batch_size, cfg.run.seed, tok.bos_id, di.rank, di.world_size)
+    stage = Stage(
+        "dpo",
+        out_dir,
+        loader,
+        evaluate,
+        {"init": str(init_dir), "beta": tc.beta},
+        step_fn=make_dpo_step(ref, tc.beta, device),
+    )
+    last = train(model, tok, stage, tc, device, dtype, metrics, resume=resume, parallel=cfg.run.parallel)
+    keep = ("train_loss", "seconds", "val_pref_acc", "val_margin")
+    out = {k: v for k, v in last.items() if k in keep or k.startswith("val_pref_acc_")}
+    return {**out, "pairs": len(train_enc), "skipped": skipped.summary()}

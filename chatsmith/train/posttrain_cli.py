@@ -1,0 +1,225 @@
+"""`chatsmith sft|dpo|rm|rl`: each post-training stage on its own, from files or the built-in tasks.
+
+    chatsmith sft --data chats.jsonl:2 --data more.jsonl --synthetic 5000 [--skip-bad] [--tokens N]
+    chatsmith dpo --data prefs.jsonl [--val-data held.jsonl]     # or the built-in pairs
+    chatsmith rm  --data prefs.jsonl                             # reward model -> <run>/rm
+    chatsmith rl  [--rm <run>/rm --rl.rm_weight=0.5]             # GRPO on the built-in word problems
+
+Each reads the previous stage of the run (`--run NAME`, default the preset's) unless `--init`
+says otherwise, writes `<run>/<stage>` unless `--out` does, and continues an interrupted run
+with `--resume auto`. `--section.key=value` overrides any config value (e.g. --dpo.beta=0.2).
+Wiring (chatsmith/cli.py): `add_posttrain_parsers(sub)` and `run_posttrain(args, overrides)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from chatsmith.common.config import Config, make_config
+from chatsmith.common.errors import ChatsmithError
+from chatsmith.common.log import MetricsLog, info, is_main_process
+from chatsmith.common.paths import run_dir
+
+# Torch-heavy modules are imported inside the verbs, so `chatsmith --help` stays quick.
+
+VERBS = ("sft", "dpo", "rm", "rl")
+# Where each stage starts from by default, in order of preference.
+INIT = {"sft": ("base",), "dpo": ("sft",), "rm": ("sft",), "rl": ("dpo", "sft")}
+
+
+def add_posttrain_parsers(sub: Any) -> None:
+    helps = {
+        "sft": "supervised fine-tuning on TRL-format conversations and/or the built-in tasks",
+        "dpo": "Direct Preference Optimization on prompt/chosen/rejected pairs",
+        "rm": "train a reward model (scalar head, Bradley-Terry loss) on preference pairs",
+        "rl": "GRPO reinforcement learning on verifiable word problems (and a reward model)",
+    }
+    for verb in VERBS:
+        p = sub.add_parser(verb, help=helps[verb])
+        p.add_argument("--preset", default="demo", help="config preset (name or .toml path)")
+        p.add_argument(
+            "--run", default=None, help="run name under $CHATSMITH_HOME/runs (default: the preset's)"
+        )
+        p.add_argument(
+            "--init", default=None, help="checkpoint to start from (default: the run's previous stage)"
+        )
+        p.add_argument("--out", default=None, help=f"checkpoint folder to write (default: <run>/{verb})")
+        p.add_argument(
+            "--resume", default=None, help="'auto' continues an unfinished run in --out; or a folder"
+        )
+        if verb != "rl":
+            p.add_argument(
+                "--data",
+                action="append",
+                default=[],
+                metavar="FILE[:WEIGHT]",
+                help="JSONL file (repeatable); WEIGHT = passes over it, e.g. 0.5 or 3",
+            )
+            p.add_argument(
+                "--val-data", default=None, help="held-out JSONL (default: built-in held-out items)"
+            )
+            p.add_argument(
+                "--synthetic",
+                type=int,
+                default=-1,
+                help="built-in examples to mix in (default: all the preset's when no --data, else 0)",
+            )
+            p.add_argument("--skip-bad", action="store_true", help="skip and count bad or too long lines")
+        if verb == "sft":
+            p.add_argument(
+                "--tokens", type=int, default=0, help="token budget: steps = tokens / (batch x seq_len)"
+            )
+        if verb == "rl":
+            p.add_argument("--rm", default=None, help="reward model folder (used when rl.rm_weight > 0)")
+
+
+def _words(run: Path) -> list[str]:
+    p = run / "data" / "words.json"
+    if p.is_file():
+        return json.loads(p.read_text())
+    from chatsmith.data.stdlib_corpus import stdlib_documents
+    from chatsmith.data.synthetic import word_list
+
+    return word_list(stdlib_documents(1_000_000, 0))
+
+
+def _init_dir(verb: str, run: Path, given: str | None) -> Path:
+    if given:
+        from chatsmith.common.paths import resolve_model
+
+        return resolve_model(given) if not (Path(given) / "model.safetensors").is_file() else Path(given)
+    for stage in INIT[verb]:
+        if (run / stage / "model.safetensors").is_file():
+            return run / stage
+    raise ChatsmithError(
+        f"no {' or '.join(INIT[verb])} checkpoint in {run}; run the earlier stages first "
+        f"(chatsmith speedrun) or pass --init DIR"
+    )
+
+
+def _file_mixture(specs: list[str], skip_bad: bool, seed: int, read: Any, skipped: Any) -> list[Any]:
+    from chatsmith.data.chat_jsonl import parse_source, weighted_mixture
+
+    sources = []
+    for spec in specs:
+        path, weight = parse_source(spec)
+        sources.append((read(path, skip_bad, skipped), weight))
+    return weighted_mixture(sources, seed)
+
+
+def _sft_data(cfg: Config, args: argparse.Namespace, run: Path, skipped: Any) -> tuple[list[Any], list[Any]]:
+    from chatsmith.data.chat_jsonl import read_conversations
+    from chatsmith.data.synthetic import mixture
+
+    n_syn = args.synthetic if args.synthetic >= 0 else (0 if args.data else cfg.data.chat_train)
+    train: list[Any] = _file_mixture(args.data, args.skip_bad, cfg.run.seed, read_conversations, skipped)
+    words = _words(run) if n_syn or not args.val_data else []
+    if n_syn:
+        train += [e.messages for e in mixture(n_syn, cfg.run.seed + 1, "train", cfg.identity, words)]
+        random.Random(cfg.run.seed).shuffle(train)
+    if args.val_data:
+        val: list[Any] = read_conversations(args.val_data, args.skip_bad, skipped)
+    elif n_syn:
+        val = [
+            e.messages for e in mixture(cfg.data.chat_val, cfg.run.seed + 2, "heldout", cfg.identity, words)
+        ]
+    else:  # hold out 2 % of the file conversations
+        val = [c for i, c in enumerate(train) if i % 50 == 0]
+        train = [c for i, c in enumerate(train) if i % 50 != 0]
+    if not train:
+        raise ChatsmithError("no training conversations: pass --data FILE.jsonl or --synthetic N")
+    return train, val
+
+
+def _pref_data(
+    cfg: Config, args: argparse.Namespace, run: Path, n_train: int, n_val: int, skipped: Any
+) -> tuple[list[Any], list[Any]]:
+    from chatsmith.data.preferences import read_preferences
+    from chatsmith.data.synthetic_prefs import preference_pairs
+
+    n_syn = args.synthetic if args.synthetic >= 0 else (0 if args.data else n_train)
+    train = _file_mixture(args.data, args.skip_bad, cfg.run.seed, read_preferences, skipped)
+    words = _words(run) if n_syn or not (args.val_data or args.data) else []
+    if n_syn:
+        train += preference_pairs(n_syn, cfg.run.seed + 3, "train", cfg.identity, words)
+        random.Random(cfg.run.seed).shuffle(train)
+    if args.val_data:
+        val = read_preferences(args.val_data, args.skip_bad, skipped)
+    elif n_syn:
+        val = preference_pairs(n_val, cfg.run.seed + 4, "heldout", cfg.identity, words)
+    else:
+        val, train = train[::50], [p for i, p in enumerate(train) if i % 50]
+    if not train:
+        raise ChatsmithError("no preference pairs: pass --data FILE.jsonl or --synthetic N")
+    return train, val
+
+
+def run_posttrain(args: argparse.Namespace, overrides: list[str]) -> int:
+    from chatsmith.common.device import pick_device, pick_dtype, set_threads
+    from chatsmith.data.chat_jsonl import Skipped
+
+    cfg = make_config(args.preset, overrides)
+    if args.run:
+        cfg.run.name = args.run
+    set_threads(cfg.run.threads)
+    device = pick_device(cfg.run.device)
+    dtype = pick_dtype(cfg.run.dtype, device)
+    run = run_dir(cfg.run.name)
+    verb = args.verb
+    init = _init_dir(verb, run, args.init)
+    out = Path(args.out).expanduser() if args.out else run / verb
+    metrics = MetricsLog(out.parent / "metrics.jsonl", verb)
+    skipped = Skipped()
+    info(f"[{verb}] {init} -> {out}")
+    if verb == "sft":
+        from chatsmith.train.sft import run_sft
+
+        train, val = _sft_data(cfg, args, run, skipped)
+        skipped.report("sft")
+        result = run_sft(
+            cfg, init, out, train, val, device, dtype, metrics, args.skip_bad, args.tokens, args.resume
+        )
+        result["skipped_lines"] = skipped.total
+    elif verb in ("dpo", "rm"):
+        sc = cfg.dpo if verb == "dpo" else cfg.rm
+        train_p, val_p = _pref_data(cfg, args, run, sc.train_pairs, sc.val_pairs, skipped)
+        skipped.report(verb)
+        if verb == "dpo":
+            from chatsmith.train.dpo import run_dpo as run_stage
+        else:
+            from chatsmith.train.rm import run_rm as run_stage
+        result = run_stage(cfg, init, out, train_p, val_p, device, dtype, metrics, args.skip_bad, args.resume)
+        result["skipped_lines"] = skipped.total
+    else:
+        from chatsmith.data.word_problems import check_word_problem, word_problems
+        from chatsmith.train.rl import run_rl
+
+        tc = cfg.rl
+        train_wp = word_problems(5000, cfg.run.seed + 5, "train")
+        val_wp = word_problems(tc.eval_problems, cfg.run.seed + 6, "heldout")
+        rm = Path(args.rm) if args.rm else (run / "rm" if (run / "rm").is_dir() else None)
+        result = run_rl(
+            cfg,
+            init,
+            out,
+            train_wp,
+            val_wp,
+            check_word_problem,
+            device,
+            dtype,
+            metrics,
+            rm,
+            resume=args.resume,
+        )
+    summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str, dict))}
+    if is_main_process():
+        (out.parent / f"{verb}_summary.json").write_text(json.dumps(summary, indent=1))
+    info(json.dumps(summary))
+    return 0
+
+
+__all__ = ["VERBS", "add_posttrain_parsers", "run_posttrain"]
