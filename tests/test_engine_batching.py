@@ -201,3 +201,15 @@ def test_bad_parameters_are_refused_by_name(model, tiny_tok) -> None:
         ):
             with pytest.raises(ChatsmithError, match=field):
                 eng.submit([11, 12], bad)
+
+
+def test_streamed_text_equals_decoding_the_whole_completion(tiny_tok) -> None:
+    from chatsmith.engine.text import TurnText, special_ids
+
+    text = "Hello, 世界! 人工智能 — naïve café 1517 <|im_end|>done"
+    ids = tiny_tok.encode(text)
+    g = torch.Generator().manual_seed(0)
+    ids += torch.randint(7, tiny_tok.vocab_size, (200,), generator=g).tolist()  # split UTF-8 too
+    tt = TurnText(tiny_tok, [], special_ids(tiny_tok))
+    streamed = "".join(tt.push(t).text for t in ids) + tt.flush()
+    assert streamed == tt.text == tiny_tok.decode(ids, skip_special=True)

@@ -74,13 +74,13 @@ def chatsmith_run(eng: Engine, prompt: list[int], n: int) -> tuple[float, float,
     """(TTFT s, seconds for the other n-1 tokens, the n tokens) of one request."""
     params = SamplingParams(temperature=0.0, max_new_tokens=n, ignore_eos=True)
     out: list[int] = []
-    t0 = t1 = time.perf_counter()
+    t0 = t1 = t2 = time.perf_counter()
     for ev in eng.submit(prompt, params, run_tools=False).events():
         if ev.kind == "token":  # the token is on the host: sampling already waited for the device
             out.append(ev.token)
+            t2 = ev.time  # when the scheduler produced it
             if len(out) == 1:
-                t1 = time.perf_counter()
-    t2 = time.perf_counter()
+                t1 = ev.time
     return t1 - t0, t2 - t1, out
 
 
@@ -89,14 +89,15 @@ def chatsmith_concurrent(eng: Engine, prompts: list[list[int]], n: int) -> tuple
     params = SamplingParams(temperature=0.0, max_new_tokens=n, ignore_eos=True)
     t0 = time.perf_counter()
     reqs = [eng.submit(p, params, run_tools=False) for p in prompts]
-    firsts = []
-    for r in reqs:  # events queue up per request, so reading them in turn loses no timing
+    firsts, last = [], t0
+    for r in reqs:  # events carry the time they happened, so reading them in turn is exact
         first = None
         for ev in r.events():
-            if ev.kind == "token" and first is None:
-                first = time.perf_counter()
-        firsts.append((first or time.perf_counter()) - t0)
-    wall = time.perf_counter() - t0
+            if ev.kind == "token":
+                first = ev.time if first is None else first
+                last = max(last, ev.time)
+        firsts.append((first or last) - t0)
+    wall = last - t0
     return len(prompts) * n / wall, sum(firsts) / len(firsts)
 
 

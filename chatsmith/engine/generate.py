@@ -56,11 +56,10 @@ class Generator:
                     return
                 self.sched.step()
         finally:
-            if not req.finished:  # the caller stopped reading: free the slot
+            if not req.finished:  # the caller stopped reading (or a step failed): free the slot
                 req.cancel()
-                while not req.finished:
+                while not req.finished and self.sched.holds(req):
                     self.sched.step()
-
 
     def generate(
         self, prompts: list[list[int]], params: SamplingParams, run_tools: bool = True

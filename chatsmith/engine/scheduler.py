@@ -69,8 +69,12 @@ class Scheduler:
         self.device, self.vocab = w.device, model.cfg.vocab_size
         c = model.cfg
         self.n_slots, self.max_len, self.chunk = n_slots, max_len, prefill_chunk
-        # Under autocast keys and values come out in its dtype: the cache keeps them so.
-        kv_dtype = getattr(autocast, "fast_dtype", None) or w.dtype
+        # Attention runs in the cache's dtype. On CPUs that is float32 whatever the weights:
+        # bf16 attention for one query token is several times slower there. Elsewhere the
+        # cache takes the compute dtype (autocast's, or the weights').
+        kv_dtype = (
+            torch.float32 if w.device.type == "cpu" else getattr(autocast, "fast_dtype", None) or w.dtype
+        )
         self.cache = SlotKVCache(
             n_slots + prefix_slots, c.n_layer, c.n_kv_head, c.head_dim, max_len, w.device, kv_dtype
         )
@@ -84,12 +88,17 @@ class Scheduler:
         self.eos = {self.im_end, token_id_or(tok, BOS)} - {-1}
         self.prefix_hits = 0
         self.prefill_tokens = 0  # prompt tokens computed (not copied from a cached prefix)
+        self.touched: dict[int, Request] = {}  # requests with new events this step
         self.prefix_tokens_reused = 0
 
     # -- bookkeeping ----------------------------------------------------------------------
     @property
     def busy(self) -> bool:
         return bool(self.live or self.waiting)
+
+    def holds(self, req: Request) -> bool:
+        """Whether req is still waiting or running here."""
+        return any(r is req for r in self.waiting) or any(s.req is req for s in self.live)
 
     def free_slots(self) -> int:
         return self.n_slots - len(self.live)
@@ -127,8 +136,12 @@ class Scheduler:
         }
         if seq.prompt_logprobs is not None:
             data["prompt_logprobs"] = seq.prompt_logprobs
-        seq.req.push(Event("done", seq.index, text=text, data=data))
+        self._emit(seq.req, Event("done", seq.index, text=text, data=data))
         self._remove(seq)
+
+    def _emit(self, req: Request, ev: Event) -> None:
+        req.push(ev, wake=False)
+        self.touched[id(req)] = req
 
     # -- admission -----------------------------------------------------------------------
     def add(self, req: Request) -> None:
@@ -144,8 +157,8 @@ class Scheduler:
             return
         if self.free_slots() < req.params.n:
             return
-        self.waiting.popleft()
         seq = self._new_seq(req, 0)
+        self.waiting.popleft()
         seq.slot = len(self.live)
         self.live.append(seq)
         self.prefilling = seq
@@ -167,7 +180,7 @@ class Scheduler:
         for i in range(req.params.n):
             req.completions[i] = self._new_seq(req, i).completion("cancelled")
             data = {"finish_reason": "cancelled", "prompt_tokens": len(req.prompt), "completion_tokens": 0}
-            req.push(Event("done", i, data={**data, "tool_calls": [], "tool_errors": []}))
+            self._emit(req, Event("done", i, data={**data, "tool_calls": [], "tool_errors": []}))
 
     def _reuse_prefix(self, seq: Seq) -> None:
         prompt = seq.req.prompt
@@ -209,11 +222,12 @@ class Scheduler:
             h = self.model.hidden_states(x, cache=self.cache)[0]
             return self.model.lm_head(h if all_logits else h[-1:]).float()
 
-    def _prefill(self) -> None:
+    def _prefill(self, budget: int) -> int:
+        """Feed up to `budget` prompt tokens of the sequence being admitted; returns how many."""
         seq = self.prefilling
         if seq is None:
-            return
-        ids, seq.todo = seq.todo[: self.chunk], seq.todo[self.chunk :]
+            return 0
+        ids, seq.todo = seq.todo[:budget], seq.todo[budget:]
         want_all = seq.prompt_logprobs is not None
         logits = self._forward_chunk(seq, ids, all_logits=want_all)
         if want_all:
@@ -224,13 +238,13 @@ class Scheduler:
         seq.fed += len(ids)
         self.prefill_tokens += len(ids)
         if seq.todo:
-            return
+            return len(ids)
         self.prefilling = None
         self._remember_prefix(seq)
         req = seq.req
         if req.params.max_new_tokens == 0:  # scoring a prompt only
             self._finish(seq, "length")
-            return
+            return len(ids)
         group = [seq]
         for i in range(1, req.params.n):  # n > 1 shares this one prefill
             sib = self._new_seq(req, i)
@@ -240,6 +254,7 @@ class Scheduler:
             group.append(sib)
         last = logits[-1:].expand(len(group), -1)
         self._accept(group, last)
+        return len(ids)
 
     def _decode(self) -> None:
         n = len(self.live) - (1 if self.prefilling is not None else 0)
@@ -279,12 +294,12 @@ class Scheduler:
             s.logprobs.append(d.logprob if d.logprob is not None else 0.0)
             s.top_logprobs.append(d.top)
         pushed = s.text.push(t)
-        s.req.push(Event("token", s.index, t, pushed.text, d.logprob, d.top))
+        self._emit(s.req, Event("token", s.index, t, pushed.text, d.logprob, d.top))
         if pushed.call is not None:
             parsed = parse_tool_call(self.tok.decode(pushed.call))
             s.calls.append(parsed)
             data = {"error": parsed} if isinstance(parsed, str) else dict(zip(("name", "arguments"), parsed))
-            s.req.push(Event("tool_call", s.index, data=data))
+            self._emit(s.req, Event("tool_call", s.index, data=data))
         if pushed.stopped:
             return self._finish(s, "stop")
         is_eos = (t in self.eos and not p.ignore_eos) or t in p.stop_token_ids
@@ -310,10 +325,10 @@ class Scheduler:
         results = [c if isinstance(c, str) else run_tool(c[0], c[1]) for c in calls]
         for r in results:
             s.tool_results.append(r)
-            s.req.push(Event("tool_result", s.index, text=r))
+            self._emit(s.req, Event("tool_result", s.index, text=r))
         held = s.text.new_segment()
         if held:
-            s.req.push(Event("token", s.index, -1, held))
+            self._emit(s.req, Event("token", s.index, -1, held))
         feed = [t, *tool_response_ids(self.tok, "\n</tool_response>\n<tool_response>\n".join(results))]
         if s.fed + len(feed) >= self.max_len or s.generated >= s.req.params.max_new_tokens:
             return self._finish(s, "length")
@@ -334,8 +349,22 @@ class Scheduler:
 
     @torch.inference_mode()
     def step(self) -> None:
-        self._drop_cancelled()
-        self._admit()
-        self._prefill()
-        self._admit()  # a prefill that just finished makes room to start the next one
-        self._decode()
+        try:
+            self._drop_cancelled()
+            # Up to `chunk` prompt tokens per step: one long prompt's next chunk, or several
+            # short prompts in turn, so many arrivals start quickly and running streams wait
+            # at most one chunk's time.
+            budget = self.chunk
+            while budget > 0:
+                self._admit()
+                used = self._prefill(budget)
+                if used == 0:
+                    break
+                budget -= used
+            self._decode()
+        finally:
+            # One wake-up per request per step: a reader woken per token would fight the
+            # scheduler thread for the GIL.
+            touched, self.touched = self.touched, {}
+            for req in touched.values():
+                req.wake()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Event:
     logprob: float | None = None
     top_logprobs: list[tuple[int, float]] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.perf_counter)  # when it happened (for latency figures)
 
 
 @dataclass
@@ -74,11 +76,18 @@ class Request:
         self._async: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     # -- the engine's side (scheduler thread) --------------------------------------------
-    def push(self, ev: Event) -> None:
+    def push(self, ev: Event, wake: bool = True) -> None:
+        """Queue an event; wake=False leaves waking the reader to a later `wake()` (the
+        scheduler wakes each request once per step, not once per token)."""
         with self._cond:
             self._events.append(ev)
             if ev.kind == "done":
                 self._done += 1
+        if wake:
+            self.wake()
+
+    def wake(self) -> None:
+        with self._cond:
             self._cond.notify_all()
             waiter = self._async
         if waiter is not None:

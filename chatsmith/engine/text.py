@@ -8,6 +8,8 @@ might be the start of one is held back until it is clearly not.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 from dataclasses import dataclass, field
 
 from chatsmith.tokenizer.bpe import BPETokenizer
@@ -23,6 +25,37 @@ def token_id_or(tok: BPETokenizer, token: str, default: int = -1) -> int:
 
 def special_ids(tok: BPETokenizer) -> set[int]:
     return {i for i in (token_id_or(tok, s) for s in SPECIAL_TOKENS) if i >= 0}
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level alphabet: every byte as a printable character (as `tokenizers` uses)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = list(keep), 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(keep, chars)}
+
+
+def byte_table(tok: BPETokenizer) -> list[bytes | None] | None:
+    """The bytes of every token of a byte-level BPE (None for special tokens), so text can
+    be decoded token by token in O(1); None for other tokenizers. Built once per tokenizer."""
+    cached = getattr(tok, "_byte_table", False)
+    if cached is not False:
+        return cached
+    table: list[bytes | None] | None = None
+    inner = getattr(tok, "tok", None)  # the `tokenizers` object; stand-ins in tests have none
+    if type(getattr(inner, "decoder", None)).__name__ == "ByteLevel":
+        inv = {c: b for b, c in _bytes_to_unicode().items()}
+        table = []
+        for i in range(tok.vocab_size):
+            piece = inner.id_to_token(i) or ""  # type: ignore[union-attr]
+            table.append(bytes(inv[c] for c in piece) if piece and all(c in inv for c in piece) else None)
+    with contextlib.suppress(AttributeError):  # a stand-in object may not take attributes
+        tok._byte_table = table  # type: ignore[attr-defined]
+    return table
 
 
 @dataclass
@@ -51,6 +84,9 @@ class TurnText:
     def __post_init__(self) -> None:
         self.call_start = token_id_or(self.tok, TOOL_CALL)
         self.call_end = token_id_or(self.tok, TOOL_CALL_END)
+        self._bytes = byte_table(self.tok)
+        # Holds back the start of a multi-byte character until its last byte arrives.
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token: int) -> Pushed:
         if token == self.call_start:
@@ -64,20 +100,25 @@ class TurnText:
             return Pushed()
         if token in self.special:
             return Pushed()
-        self._ids.append(token)
-        # Decode a short window (as vLLM does) so each token costs O(1), not O(length).
-        before = self.tok.decode(self._ids[self._prefix : self._read])
-        now = self.tok.decode(self._ids[self._prefix :])
-        if now.endswith("\ufffd"):
-            return Pushed()
-        delta = now[len(before) :]
-        self._prefix, self._read = self._read, len(self._ids)
+        piece = self._bytes[token] if self._bytes is not None and token < len(self._bytes) else None
+        if piece is not None:
+            delta = self._utf8.decode(piece)
+        else:
+            self._ids.append(token)
+            # Decode a short window (as vLLM does) so each token costs O(1), not O(length).
+            before = self.tok.decode(self._ids[self._prefix : self._read])
+            now = self.tok.decode(self._ids[self._prefix :])
+            if now.endswith("\ufffd"):
+                return Pushed()
+            delta = now[len(before) :]
+            self._prefix, self._read = self._read, len(self._ids)
         start = max(0, len(self._text) - max((len(s) for s in self.stop), default=0))
         self._text += delta
         if self.stop:
             hits = [i for i in (self._text.find(s, start) for s in self.stop) if i >= 0]
             if hits:
                 self._text = self._text[: min(hits)]
+                self._utf8.reset()  # bytes after the stop string are not output
                 return Pushed(self._release(len(self._text)), stopped=True)
         return Pushed(self._release(len(self._text) - self._held_back()))
 
@@ -98,6 +139,7 @@ class TurnText:
 
     def flush(self) -> str:
         """At the end of the completion: release what was held back."""
+        self._text += self._utf8.decode(b"", final=True)  # a cut-off character becomes U+FFFD
         return self._release(len(self._text))
 
     def new_segment(self) -> str:
@@ -105,6 +147,7 @@ class TurnText:
         held = self.flush()
         self.segments.append(self._text)
         self._ids, self._prefix, self._read, self._text, self._released = [], 0, 0, "", 0
+        self._utf8.reset()
         return held
 
     @property

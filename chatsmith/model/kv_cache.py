@@ -109,15 +109,17 @@ class SlotKVCache:
     # -- binding the rows of the next forward pass ---------------------------------------
     def bind_decode(self, n: int) -> None:
         """The next forward is one new token for each of slots 0..n-1."""
-        lens = torch.tensor(self.lengths[:n], dtype=torch.long)
-        if int(lens.max()) >= self.max_len:
-            raise ValueError(f"KV cache overflow: a slot holds {int(lens.max())} of {self.max_len} tokens")
-        L = int(lens.max()) + 1
-        self._pos = lens.to(self.device)
-        self._rows = torch.arange(n, device=self.device)
+        lens = self.lengths[:n]
+        longest = max(lens)
+        if longest >= self.max_len:
+            raise ValueError(f"KV cache overflow: a slot holds {longest} of {self.max_len} tokens")
+        L = longest + 1
+        self._pos = torch.tensor(lens, dtype=torch.long, device=self.device)
+        if self._rows.numel() != n:
+            self._rows = torch.arange(n, device=self.device)
         # Each row sees its own keys up to and including the new token; one row sees all.
         self._mask = None
-        if n > 1:
+        if n > 1 and min(lens) + 1 < L:
             self._mask = (torch.arange(L, device=self.device)[None, :] <= self._pos[:, None]).view(n, 1, 1, L)
         self._bound = ("decode", n, L)
 
