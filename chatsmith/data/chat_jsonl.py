@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import warn
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import ROLES, encode_conversation, validate
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -131,13 +134,18 @@ def iter_jsonl(path: Path) -> Any:
                 yield n, ChatsmithError(f"not valid JSON ({e.msg})")
 
 
-def read_conversations(
-    path: str | Path, skip_bad: bool = False, skipped: Skipped | None = None
-) -> list[Conversation]:
-    """Every conversation of a TRL-format JSONL file; a bad line is an error naming file:line."""
+def read_records(
+    path: str | Path,
+    what: str,
+    parse: Callable[[Any, str], T],
+    skip_bad: bool = False,
+    skipped: Skipped | None = None,
+) -> list[T]:
+    """parse(obj, "file:line") of every line of a JSONL file; a bad line (bad JSON, or parse
+    raising ChatsmithError) is an error naming file:line, or a counted skip with skip_bad."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ChatsmithError(f"no conversation file at {path}")
+        raise ChatsmithError(f"no {what} file at {path}")
     skipped = skipped if skipped is not None else Skipped()
     out = []
     for n, obj in iter_jsonl(path):
@@ -145,7 +153,7 @@ def read_conversations(
         try:
             if isinstance(obj, ChatsmithError):
                 raise obj
-            out.append(Conversation(parse_conversation(obj), where))
+            out.append(parse(obj, where))
         except ChatsmithError as e:
             if not skip_bad:
                 raise ChatsmithError(
@@ -153,6 +161,19 @@ def read_conversations(
                 ) from None
             skipped.add(str(e), where)
     return out
+
+
+def read_conversations(
+    path: str | Path, skip_bad: bool = False, skipped: Skipped | None = None
+) -> list[Conversation]:
+    """Every conversation of a TRL-format JSONL file; a bad line is an error naming file:line."""
+    return read_records(
+        path,
+        "conversation",
+        lambda obj, where: Conversation(parse_conversation(obj), where),
+        skip_bad,
+        skipped,
+    )
 
 
 def encode_conversations(

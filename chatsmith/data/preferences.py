@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.chat_jsonl import Skipped, check_messages, iter_jsonl
+from chatsmith.data.chat_jsonl import Skipped, check_messages, read_records
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_conversation
 
@@ -72,24 +72,7 @@ def read_preferences(
     path: str | Path, skip_bad: bool = False, skipped: Skipped | None = None
 ) -> list[PrefPair]:
     """Every pair of a preference JSONL file; a bad line is an error naming file:line."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ChatsmithError(f"no preference file at {path}")
-    skipped = skipped if skipped is not None else Skipped()
-    out = []
-    for n, obj in iter_jsonl(path):
-        where = f"{path}:{n}"
-        try:
-            if isinstance(obj, ChatsmithError):
-                raise obj
-            out.append(parse_pair(obj, where))
-        except ChatsmithError as e:
-            if not skip_bad:
-                raise ChatsmithError(
-                    f"{where}: {e} (fix the line, or pass --skip-bad to skip and count it)"
-                ) from None
-            skipped.add(str(e), where)
-    return out
+    return read_records(path, "preference", parse_pair, skip_bad, skipped)
 
 
 def encode_answer(

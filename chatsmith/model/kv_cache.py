@@ -33,12 +33,12 @@ def _causal_mask(T: int, P: int, device: torch.device) -> torch.Tensor:
     return torch.ones(T, P + T, dtype=torch.bool, device=device).tril(diagonal=P)
 
 
-class KVCache:
-    """Keys and values of all layers for B sequences that advance in lock step."""
+class _Storage:
+    """Keys and values of every layer for `rows` sequences of up to max_len tokens."""
 
     def __init__(
         self,
-        batch: int,
+        rows: int,
         n_layer: int,
         n_kv_head: int,
         head_dim: int,
@@ -46,19 +46,27 @@ class KVCache:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        shape = (n_layer, batch, n_kv_head, max_len, head_dim)
+        shape = (n_layer, rows, n_kv_head, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
         self.max_len = max_len
+        self.device = self.k.device
         self._mask: torch.Tensor | None = None
+
+
+class KVCache(_Storage):
+    """Keys and values of all layers for B sequences that advance in lock step."""
+
+    def __init__(self, batch: int, *args: object, **kw: object) -> None:
+        super().__init__(batch, *args, **kw)  # type: ignore[arg-type]
+        self.length = 0
 
     def positions(self, T: int) -> torch.Tensor:
         if self.length + T > self.max_len:
             raise ValueError(f"KV cache overflow: {self.length + T} tokens > capacity {self.max_len}")
         # One new token sees every cached key: no mask needed.
-        self._mask = None if T == 1 else _causal_mask(T, self.length, self.k.device)
-        return torch.arange(self.length, self.length + T, device=self.k.device)
+        self._mask = None if T == 1 else _causal_mask(T, self.length, self.device)
+        return torch.arange(self.length, self.length + T, device=self.device)
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
@@ -75,7 +83,7 @@ class KVCache:
         self.length = 0
 
 
-class SlotKVCache:
+class SlotKVCache(_Storage):
     """n_slots independent sequences of up to max_len tokens each.
 
     Memory is n_layer x n_slots x max_len keys and values, allocated once; the engine
@@ -83,24 +91,11 @@ class SlotKVCache:
     step attends to a view of the storage, never a gathered copy.
     """
 
-    def __init__(
-        self,
-        n_slots: int,
-        n_layer: int,
-        n_kv_head: int,
-        head_dim: int,
-        max_len: int,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        shape = (n_layer, n_slots, n_kv_head, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.n_slots, self.max_len = n_slots, max_len
+    def __init__(self, n_slots: int, *args: object, **kw: object) -> None:
+        super().__init__(n_slots, *args, **kw)  # type: ignore[arg-type]
+        self.n_slots = n_slots
         self.lengths = [0] * n_slots
-        self.device = self.k.device
         self._bound: tuple[str, int, int] = ("none", 0, 0)
-        self._mask: torch.Tensor | None = None
         self._rows = self._pos = torch.empty(0, dtype=torch.long)
 
     def bytes(self) -> int:
