@@ -43,8 +43,9 @@ class Engine:
         prefix_slots: int = 4,
     ) -> None:
         """kv_tokens: the cache budget in tokens (default max_batch x context_length); it
-        sets how many sequences run at once. dtype: the weights' and cache's dtype for
-        generation (default: keep the model's)."""
+        sets how many sequences run at once. dtype: the weights' dtype for generation
+        (default: keep the model's); the model is converted in place, so pass a copy to keep
+        training the original."""
         if dtype is not None and dtype != model.embed_tokens.weight.dtype:
             model = model.to(dtype)
         model.eval()
