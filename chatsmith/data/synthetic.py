@@ -297,8 +297,10 @@ WEIGHTS = {
     "spelling": 1,
     "instructions": 1,
     "multi_turn": 1,
-    # Few on purpose: SFT should solve the multi-step problems only partly, leaving RL room to improve.
-    "word_problems": 2,
+    # Few on purpose: SFT should solve the multi-step problems only partly, leaving RL room to
+    # improve. At weight 2 the demo's SFT model solved 95.5 % and GRPO had nothing to learn;
+    # at 0.3 it solves about a third and 60 GRPO steps add about 10 points.
+    "word_problems": 0.3,
 }
 
 
