@@ -62,6 +62,12 @@ def wrap_model(model: torch.nn.Module, device: torch.device, parallel: str, comp
             fully_shard(block, mp_policy=mp)
         fully_shard(model, mp_policy=mp)
         return model
+    if compile:
+        # Inductor's CPU kernels accumulate scatters (the embedding's backward) with atomic adds
+        # in parallel loops, so the sum order, and so the loss curve, changed from run to run.
+        # In deterministic mode it keeps ATen's ordered kernels for those few ops instead.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # NaN-filling costs time, buys nothing
     wrapped = model
     if parallel == "ddp":
         wrapped = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
