@@ -43,6 +43,17 @@ def test_orthogonalize_flattens_the_singular_values(shape: tuple[int, int], dtyp
     assert s.min() > 0.5 and s.max() < 1.3, s
 
 
+@pytest.mark.parametrize("shape", [(64, 32), (32, 48)])
+def test_a_stack_is_orthogonalised_matrix_by_matrix(shape: tuple[int, int]) -> None:
+    # Muon orthogonalises same-shape matrices as one stack; each must come out as if alone,
+    # whatever its scale next to the others.
+    gen = torch.Generator().manual_seed(1)
+    gs = torch.randn(3, *shape, generator=gen) * torch.tensor([1e-3, 1.0, 50.0])[:, None, None]
+    stacked = orthogonalize(gs, dtype=torch.float32)
+    for g, u in zip(gs, stacked):
+        assert torch.allclose(u, orthogonalize(g, dtype=torch.float32), atol=1e-5)
+
+
 def test_groups_muon_for_block_matrices_adamw_for_the_rest() -> None:
     model = tiny()
     opt = make_optimizer(model, TrainConfig(), CPU)

@@ -27,17 +27,23 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalize(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """Approximately U V^T of g = U S V^T (Newton-Schulz), in `dtype` (bf16 is enough)."""
+    """Approximately U V^T of g = U S V^T (Newton-Schulz), in `dtype` (bf16 is enough).
+
+    g is one matrix (m, n) or a stack of them (k, m, n), each orthogonalised on its own: a
+    stack runs as batched matmuls, far fewer and larger calls for a model's many same-shape
+    matrices.
+    """
     a, b, c = NS_COEFFS
     x = g.to(dtype)
-    tall = x.size(0) > x.size(1)
+    tall = x.size(-2) > x.size(-1)
     if tall:  # iterate on the smaller Gram matrix
         x = x.mT
-    x = x / (x.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm <= Frobenius norm <= 1
+    addmm = torch.baddbmm if x.dim() == 3 else torch.addmm
     for _ in range(steps):
         A = x @ x.mT
-        B = b * A + c * A @ A
-        x = a * x + B @ x
+        B = addmm(A, A, A, beta=b, alpha=c)  # b A + c A A, in one call
+        x = addmm(x, B, x, beta=a)  # a x + B x
     return (x.mT if tall else x).to(g.dtype)
 
 
@@ -70,6 +76,8 @@ class Muon(torch.optim.Optimizer):
     def step(self, closure: Any = None) -> None:
         for group in self.param_groups:
             lr, mom, wd = group["lr"], group["momentum"], group["weight_decay"]
+            # Momentum per parameter, then one batched orthogonalisation per shape.
+            by_shape: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -79,15 +87,19 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - mom)
                 g = p.grad.lerp(buf, mom) if group["nesterov"] else buf
-                sharded = isinstance(g, DTensor)
-                full = g.full_tensor() if sharded else g
-                u = orthogonalize(full, self.ns_steps, self.ns_dtype)
-                u *= max(1.0, full.size(0) / full.size(1)) ** 0.5
-                if sharded:  # every rank computed the same full update; keep this rank's shard
-                    u = distribute_tensor(u, p.device_mesh, p.placements, src_data_rank=None)
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(u, alpha=-lr)
+                full = g.full_tensor() if isinstance(g, DTensor) else g
+                by_shape.setdefault(tuple(full.shape), []).append((p, full))
+            for (rows, cols), pairs in by_shape.items():
+                us = orthogonalize(torch.stack([f for _, f in pairs]), self.ns_steps, self.ns_dtype)
+                us *= max(1.0, rows / cols) ** 0.5
+                for (p, _), u in zip(pairs, us.unbind(0)):
+                    if isinstance(
+                        p, DTensor
+                    ):  # every rank computed the same full update; keep this rank's shard
+                        u = distribute_tensor(u, p.device_mesh, p.placements, src_data_rank=None)
+                    if wd:
+                        p.mul_(1 - lr * wd)
+                    p.add_(u, alpha=-lr)
 
 
 class Optimizers:
