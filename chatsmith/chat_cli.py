@@ -50,9 +50,10 @@ def chat_main(
     system: str | None,
     verbose: bool,
     device: str = "auto",
+    compile: bool = False,
 ) -> int:
     model, tok, meta = load_checkpoint(model_path, pick_device(device))
-    gen = Generator(model, tok)
+    gen = Generator(model, tok, compile=compile)
     params = SamplingParams(
         temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_tokens
     ).validate()

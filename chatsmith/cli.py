@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--system", default=None, help="a system prompt")
     c.add_argument("--device", default="auto")
     c.add_argument("-v", "--verbose", action="store_true", help="show tool calls and their results")
+    c.add_argument(
+        "--compile", action="store_true", help="compile the decode step first (faster replies after a wait)"
+    )
     return p
 
 
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.system,
                 args.verbose,
                 args.device,
+                args.compile,
             )
     except ChatsmithError as e:
         return print_error(e)

@@ -59,7 +59,7 @@ def test_bench_generate_prints_consistent_json(ckpt: Path, capsys) -> None:
     # transformers' decode time is (8 tokens) - (1 token) from separate runs, a few ms each: on a
     # busy machine one preempted 1-token run could swallow it, so take the best of 3 (tens of ms).
     args = ["--model", str(ckpt), "--prompt-tokens", "16", "--new-tokens", "8", "--repeats", "3"]
-    args += ["--concurrency", "2,4"]
+    args += ["--concurrency", "2,4", "--dtype", "float32", "--compile", "off"]  # compiling: tests of its own
     r = run_bench(args, capsys)
     for key in ("bench", "device", "dtype", "prompt_tokens", "new_tokens", "chatsmith", "transformers"):
         assert key in r
@@ -69,7 +69,7 @@ def test_bench_generate_prints_consistent_json(ckpt: Path, capsys) -> None:
     cs, hf = r["chatsmith"], r["transformers"]
     for side in (cs, hf):
         assert side["ttft_s"] > 0 and side["decode_tok_s"] > 0
-    assert hf["version"]
+    assert hf["version"] and cs["weights"] == hf["weights"] == "float32" and cs["compiled_decode"] is False
     assert r["ratio_decode"] == pytest.approx(cs["decode_tok_s"] / hf["decode_tok_s"], rel=1e-2)
     assert r["ratio_ttft"] == pytest.approx(hf["ttft_s"] / cs["ttft_s"], rel=1e-2)
     for c in (2, 4):

@@ -6,6 +6,8 @@ greedily and produces exactly `--new-tokens` tokens (neither stops at `<|im_end|
 
 - batch 1: one request through the running engine (its scheduler thread, as a server
   uses it); TTFT is submit to first token, the decode rate covers the other N-1 tokens.
+  The engine side runs in a process of its own whose main thread only submits and reads,
+  as a server's does: a second thread with torch work slows the engine (engine/engine.py).
   transformers: `generate(max_new_tokens=N, min_new_tokens=N, do_sample=False)`, timed
   whole; TTFT is a run with N=1; decode tokens/s = (N-1) / (total - TTFT).
 - concurrent (8 and 32): that many different prompts of the same length submitted at
@@ -15,14 +17,18 @@ greedily and produces exactly `--new-tokens` tokens (neither stops at `<|im_end|
   request already ran, against the same engine with the prefix cache off.
 
 Each figure is the best of `--repeats` runs after a warm-up. `tokens_match` checks greedy
-agreement in float32 up to the end of the first turn.
+agreement in float32 up to the end of the first turn. Both sides run in the same dtype:
+`auto` is bf16 on GPUs and on CPUs with native bf16 matmuls, float32 elsewhere; the engine
+decodes through its compiled step unless `--compile off`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,7 @@ from typing import Any
 import torch
 
 from chatsmith.checkpoint import load_checkpoint
-from chatsmith.common.device import pick_device
+from chatsmith.common.device import pick_device, pick_dtype
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.engine.engine import Engine
 from chatsmith.engine.generate import Generator
@@ -140,6 +146,7 @@ def bench_generate(
     device: str = "auto",
     dtype: str = "auto",
     concurrency: tuple[int, ...] = CONCURRENCY,
+    compile: bool = True,
 ) -> dict[str, Any]:
     """Measure both engines on one checkpoint; the dict `bench_generate_main` prints."""
     if prompt_tokens < 1:
@@ -151,12 +158,9 @@ def bench_generate(
     if repeats < 1:
         raise ChatsmithError(f"--repeats must be >= 1, got {repeats}")
     dev = pick_device(device)
-    if dtype == "auto":
-        dt = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    elif dtype in DTYPES:
-        dt = DTYPES[dtype]
-    else:
+    if dtype != "auto" and dtype not in DTYPES:
         raise ChatsmithError(f"unknown dtype '{dtype}'; choose auto, float32 or bfloat16")
+    dt = pick_dtype(dtype, dev)
     dtype_name = "bfloat16" if dt == torch.bfloat16 else "float32"
 
     model, tok, _ = load_checkpoint(Path(model_path), dev)
@@ -170,7 +174,6 @@ def bench_generate(
     prompt = build_prompt(tok, prompt_tokens)
     x = torch.tensor([prompt], dtype=torch.long, device=dev)
     k = min(MATCH_TOKENS, new_tokens)
-    most = max(concurrency, default=1)
 
     with tempfile.TemporaryDirectory(prefix="chatsmith-bench-generate-") as tmp:
         out = export_hf(model, tok, Path(tmp) / "hf", dtype=torch.float32)
@@ -186,7 +189,7 @@ def bench_generate(
             # Greedy agreement in float32, before any bf16. Both sides stop at the end of
             # the turn here: the timed runs force N tokens, and transformers'
             # min_new_tokens bans the stop token, which would part the greedy paths there.
-            ours = [
+            mine = [
                 e.token
                 for e in Generator(model, tok).stream(
                     prompt, SamplingParams(max_new_tokens=k), run_tools=False
@@ -195,24 +198,21 @@ def bench_generate(
             ]
             gen = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=k, do_sample=False)
             theirs = gen[0, x.size(1) :].tolist()
-            cut = len(ours)
-            tokens_match = ours == theirs[:cut]
+            cut = len(mine)
+            tokens_match = mine == theirs[:cut]
             if dt != torch.float32:
                 hf.to(dt)
 
-            eng = Engine(model, tok, dtype=dt, max_batch=most).start()
-            try:
-                chatsmith_run(eng, prompt, new_tokens)  # warm-up
-                cs = [chatsmith_run(eng, prompt, new_tokens)[:2] for _ in range(repeats)]
-                conc = {}
-                for c in concurrency:
-                    ps = variants(tok, prompt_tokens, c)
-                    chatsmith_concurrent(eng, ps, new_tokens)
-                    runs = [chatsmith_concurrent(eng, ps, new_tokens) for _ in range(repeats)]
-                    conc[c] = max(runs)
-                prefix = prefix_cache_run(eng, tok, model.cfg.seq_len - new_tokens, repeats)
-            finally:
-                eng.shutdown(drain=False)
+            ours = _run_engine_side(
+                str(model_path),
+                str(dev),
+                dtype_name,
+                prompt_tokens,
+                new_tokens,
+                repeats,
+                concurrency,
+                compile,
+            )
 
             hf_run(hf, x, new_tokens)  # warm-up
             hf_run(hf, x, 1)
@@ -224,8 +224,7 @@ def bench_generate(
                 hf_run(hf, xb, new_tokens)
                 hf_conc[c] = c * new_tokens / min(hf_run(hf, xb, new_tokens)[0] for _ in range(repeats))
 
-    cs_ttft = min(t for t, _ in cs)
-    cs_decode = min(d for _, d in cs)
+    cs_ttft, cs_decode, conc, prefix = ours["ttft"], ours["decode"], ours["concurrent"], ours["prefix"]
     hf_decode = hf_total - hf_ttft
     if hf_decode <= 0:
         raise ChatsmithError(
@@ -248,6 +247,7 @@ def bench_generate(
             **{f"aggregate_tok_s_{c}": round(conc[c][0], 2) for c in concurrency},
             **{f"mean_ttft_s_{c}": round(conc[c][1], 5) for c in concurrency},
             "weights": dtype_name,
+            "compiled_decode": ours["compiled"],
         },
         "transformers": {
             "ttft_s": round(hf_ttft, 7),
@@ -264,6 +264,57 @@ def bench_generate(
         "tokens_match": tokens_match,
         "match_tokens": cut,
     }
+
+
+def _engine_side(
+    model_path: str,
+    device: str,
+    dtype: str,
+    prompt_tokens: int,
+    new_tokens: int,
+    repeats: int,
+    concurrency: tuple[int, ...],
+    compile: bool,
+    queue: Any,
+) -> None:
+    """chatsmith's figures, in a process of its own (`_run_engine_side`); put on queue."""
+    box: dict[str, Any] = {}
+
+    def build() -> None:  # on a thread that ends, taking its OpenMP team with it
+        model, tok, _ = load_checkpoint(Path(model_path), torch.device(device))
+        box["tok"] = tok
+        most = max(concurrency, default=1)
+        box["eng"] = Engine(model, tok, dtype=DTYPES[dtype], max_batch=most, compile=compile).start()
+
+    t = threading.Thread(target=build)
+    t.start()
+    t.join()
+    eng, tok = box["eng"], box["tok"]
+    prompt = build_prompt(tok, prompt_tokens)
+    try:
+        chatsmith_run(eng, prompt, new_tokens)  # warm-up
+        cs = [chatsmith_run(eng, prompt, new_tokens)[:2] for _ in range(repeats)]
+        conc = {}
+        for c in concurrency:
+            ps = variants(tok, prompt_tokens, c)
+            chatsmith_concurrent(eng, ps, new_tokens)
+            conc[c] = max(chatsmith_concurrent(eng, ps, new_tokens) for _ in range(repeats))
+        prefix = prefix_cache_run(eng, tok, eng.model.cfg.seq_len - new_tokens, repeats)
+        compiled = eng.sched.decoder is not None
+    finally:
+        eng.shutdown(drain=False)
+    ttft, decode = min(t for t, _ in cs), min(d for _, d in cs)
+    queue.put({"ttft": ttft, "decode": decode, "concurrent": conc, "prefix": prefix, "compiled": compiled})
+
+
+def _run_engine_side(*args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_engine_side, args=(*args, q))
+    p.start()
+    out = q.get()  # before join: a child blocks on exit until its queue is read
+    p.join()
+    return out
 
 
 def prefix_cache_run(eng: Engine, tok: BPETokenizer, n_tokens: int, repeats: int) -> dict[str, Any]:
@@ -309,6 +360,12 @@ def bench_generate_main(argv: list[str]) -> int:
         help="auto: bfloat16 on CUDA, float32 elsewhere",
     )
     p.add_argument("--concurrency", default="8,32", help="comma-separated numbers of requests at once")
+    p.add_argument(
+        "--compile",
+        choices=["on", "off"],
+        default="on",
+        help="chatsmith's decode step compiled (engine/decode.py)",
+    )
     args = p.parse_args(argv)
     try:
         conc = tuple(int(c) for c in args.concurrency.split(","))
@@ -317,7 +374,14 @@ def bench_generate_main(argv: list[str]) -> int:
     if not conc or min(conc) < 1:
         raise ChatsmithError(f"--concurrency takes numbers >= 1, got {args.concurrency!r}")
     r = bench_generate(
-        args.model, args.prompt_tokens, args.new_tokens, args.repeats, args.device, args.dtype, conc
+        args.model,
+        args.prompt_tokens,
+        args.new_tokens,
+        args.repeats,
+        args.device,
+        args.dtype,
+        conc,
+        args.compile == "on",
     )
     for name in ("chatsmith", "transformers"):
         f = r[name]

@@ -1,8 +1,15 @@
 """The engine: one scheduler per model, run on its own thread, shared by every caller.
 
-Callers (the chat CLI, evaluation, RL rollouts, the HTTP server) `submit` prompt ids
-with sampling parameters and read token events from the returned `Request`, blocking
-or with asyncio; they never touch the model. Admission control is explicit: a prompt
+Callers (the HTTP server, scripts) `submit` prompt ids with sampling parameters and read
+token events from the returned `Request`, blocking or with asyncio; they never touch the
+model.
+
+Keep the model's work on this one thread. Each thread that runs a multi-threaded torch
+op keeps its own OpenMP team alive; once there are more team threads than cores, OpenMP
+stops spinning between parallel regions and every op waits for a sleeping thread to
+wake. On a 2-core VM that made decoding 3x slower while the caller's thread (which had
+loaded the model) merely waited; `bench generate` therefore loads and runs the engine
+from threads that end, and the server loads on one. Admission control is explicit: a prompt
 that can never fit is refused at once (`PromptTooLong`), a request needing more cache
 slots than exist is refused, and when the waiting queue is full `submit` raises
 `EngineFull` instead of letting memory grow.
@@ -41,11 +48,14 @@ class Engine:
         prefill_chunk: int = 256,
         max_waiting: int = 256,
         prefix_slots: int = 4,
+        compile: bool = False,
     ) -> None:
         """kv_tokens: the cache budget in tokens (default max_batch x context_length); it
         sets how many sequences run at once. dtype: the weights' dtype for generation
         (default: keep the model's); the model is converted in place, so pass a copy to keep
-        training the original."""
+        training the original. compile: decode through one compiled graph with the weights
+        frozen into it (engine/decode.py), faster per step, for a model that no longer
+        changes (serving, benchmarks), not for RL rollouts between weight updates."""
         if dtype is not None and dtype != model.embed_tokens.weight.dtype:
             model = model.to(dtype)
         model.eval()
@@ -62,7 +72,9 @@ class Engine:
             raise ChatsmithError(
                 f"a KV budget of {budget} tokens holds no sequence of {self.context_length} tokens"
             )
-        self.sched = Scheduler(model, tok, n_slots, self.context_length, prefill_chunk, prefix_slots)
+        self.sched = Scheduler(
+            model, tok, n_slots, self.context_length, prefill_chunk, prefix_slots, compile=compile
+        )
         self.max_waiting = max_waiting
         self._inbox: list[Request] = []
         self._lock = threading.Condition()
@@ -74,9 +86,15 @@ class Engine:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Engine:
+        """Start the scheduler thread; returns once it runs (after compiling the decode
+        step there, when asked to)."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="chatsmith-engine", daemon=True)
+            ready = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(ready,), name="chatsmith-engine", daemon=True
+            )
             self._thread.start()
+            ready.wait()
         return self
 
     def shutdown(self, drain: bool = True, timeout: float | None = None) -> None:
@@ -155,8 +173,12 @@ class Engine:
         }
 
     # -- the scheduler thread ------------------------------------------------------------
-    def _run(self) -> None:
+    def _run(self, ready: threading.Event) -> None:
         torch.set_grad_enabled(False)
+        try:
+            self.sched.warm_up()  # here, so that the model's work stays on this one thread
+        finally:
+            ready.set()
         while True:
             with self._lock:
                 while not self._inbox and not self.sched.busy and not self._stop:

@@ -32,14 +32,20 @@ class Generator:
         autocast: Any = None,
         max_len: int | None = None,
         slots: int | None = None,
+        compile: bool = False,
+        prefix_slots: int = 4,
     ) -> None:
+        """compile: decode through a compiled graph (engine/decode.py), compiled here."""
         self.model, self.tok = model, tok
         self.max_len = max_len or model.cfg.seq_len
         if slots is None:  # as many as 1 GB of cache holds, up to 32
             c, w = model.cfg, model.embed_tokens.weight
             per_slot = 2 * c.n_layer * c.n_kv_head * c.head_dim * self.max_len * w.element_size()
             slots = max(1, min(32, (1 << 30) // per_slot))
-        self.sched = Scheduler(model, tok, slots, self.max_len, autocast=autocast)
+        self.sched = Scheduler(
+            model, tok, slots, self.max_len, prefix_slots=prefix_slots, autocast=autocast, compile=compile
+        )
+        self.sched.warm_up()
 
     def stream(self, prompt: list[int], params: SamplingParams, run_tools: bool = True) -> Iterator[Event]:
         params.validate(self.model.cfg.vocab_size)
@@ -61,10 +67,9 @@ class Generator:
                 while not req.finished and self.sched.holds(req):
                     self.sched.step()
 
-    def generate(
-        self, prompts: list[list[int]], params: SamplingParams, run_tools: bool = True
-    ) -> list[list[Completion]]:
-        """All prompts batched through the scheduler (as many at once as it has slots)."""
+    def run(self, prompts: list[list[int]], params: SamplingParams, run_tools: bool = True) -> list[Request]:
+        """All prompts batched through the scheduler (as many at once as it has slots);
+        the finished requests, each still holding its events (`pop_events`)."""
         params.validate(self.model.cfg.vocab_size)
         reqs = []
         for p in prompts:
@@ -74,6 +79,13 @@ class Generator:
             self.sched.add(reqs[-1])
         while self.sched.busy:
             self.sched.step()
+        return reqs
+
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, run_tools: bool = True
+    ) -> list[list[Completion]]:
+        """All prompts batched through the scheduler: one list of n completions per prompt."""
+        reqs = self.run(prompts, params, run_tools)
         return [[c for c in r.completions if c is not None] for r in reqs]
 
 

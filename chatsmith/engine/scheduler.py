@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from chatsmith.common.log import warn
+from chatsmith.engine.decode import CompiledDecode
 from chatsmith.engine.sampling import Draw, SeqSampler, sample_batch
 from chatsmith.engine.sequence import Event, Request, Seq
 from chatsmith.engine.text import TurnText, special_ids, token_id_or
@@ -62,22 +64,28 @@ class Scheduler:
         prefill_chunk: int = 256,
         prefix_slots: int = 4,
         autocast: Any = None,
+        compile: bool = False,
+        freeze: bool = True,
     ) -> None:
+        """compile: run decode steps as a compiled graph (engine/decode.py); freeze: with
+        the weights as constants of that graph, for a model that will not change."""
         self.model, self.tok = model, tok
         self.autocast = autocast  # a context manager for the forward passes (bf16 autocast), or None
         w = model.embed_tokens.weight
         self.device, self.vocab = w.device, model.cfg.vocab_size
         c = model.cfg
         self.n_slots, self.max_len, self.chunk = n_slots, max_len, prefill_chunk
-        # Attention runs in the cache's dtype. On CPUs that is float32 whatever the weights:
-        # bf16 attention for one query token is several times slower there. Elsewhere the
-        # cache takes the compute dtype (autocast's, or the weights').
-        kv_dtype = (
-            torch.float32 if w.device.type == "cpu" else getattr(autocast, "fast_dtype", None) or w.dtype
-        )
+        # Attention runs in the cache's dtype: the compute dtype (autocast's, or the weights'),
+        # except for eager decoding on CPUs, where ATen's attention for one query token is
+        # several times slower in bf16 than in float32. The compiled step (engine/decode.py)
+        # reads a bf16 cache at half the memory traffic of a float32 one.
+        kv_dtype = getattr(autocast, "fast_dtype", None) or w.dtype
+        if w.device.type == "cpu" and not compile:
+            kv_dtype = torch.float32
         self.cache = SlotKVCache(
             n_slots + prefix_slots, c.n_layer, c.n_kv_head, c.head_dim, max_len, w.device, kv_dtype
         )
+        self.decoder = CompiledDecode(model, self.cache, freeze) if compile else None
         self.live: list[Seq] = []  # live[i] sits in cache slot i
         self.prefilling: Seq | None = None  # always the last of `live` while it runs
         self.waiting: deque[Request] = deque()
@@ -90,6 +98,17 @@ class Scheduler:
         self.prefill_tokens = 0  # prompt tokens computed (not copied from a cached prefix)
         self.touched: dict[int, Request] = {}  # requests with new events this step
         self.prefix_tokens_reused = 0
+
+    def warm_up(self) -> None:
+        """Compile the decode step now, if asked to; without a working compiler (inductor
+        needs a C++ one on CPUs), decode eagerly instead of failing the first request."""
+        if self.decoder is None:
+            return
+        try:
+            self.decoder.warm_up()
+        except Exception as e:  # torch raises many kinds here (BackendCompilerFailed, OSError, ...)
+            warn(f"compiling the decode step failed, decoding eagerly: {type(e).__name__}: {e}")
+            self.decoder = None
 
     # -- bookkeeping ----------------------------------------------------------------------
     @property
@@ -261,14 +280,17 @@ class Scheduler:
         if n == 0:
             return
         batch = self.live[:n]
-        x = torch.tensor([[s.todo[0]] for s in batch], dtype=torch.long, device=self.device)
+        x = torch.tensor([s.todo[0] for s in batch], dtype=torch.long, device=self.device)
         for s in batch:
             s.todo = []
             s.fed += 1
-        self.cache.bind_decode(n)
         with self.autocast or contextlib.nullcontext():
-            h = self.model.hidden_states(x, cache=self.cache)[:, 0]
-            logits = self.model.lm_head(h).float()
+            if self.decoder is not None:
+                logits = self.decoder(x)
+            else:
+                self.cache.bind_decode(n)
+                h = self.model.hidden_states(x[:, None], cache=self.cache)[:, 0]
+                logits = self.model.lm_head(h).float()
         self._accept(batch, logits)
 
     # -- after sampling ------------------------------------------------------------------

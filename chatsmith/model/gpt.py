@@ -81,14 +81,9 @@ class Attention(nn.Module):
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.H != self.G)
         else:
-            # Keys/values of earlier tokens come from the cache; the cache also says which
-            # of them each new query may see (its own sequence, causally).
-            k, v, mask = cache.update(self.layer, k, v)  # (B, G, L, D), mask (B|1, 1, T, L) or None
-            # The cache's dtype is the attention's: on CPUs a float32 cache under bf16
-            # weights decodes several times faster than bf16 attention does.
-            y = F.scaled_dot_product_attention(
-                q.to(k.dtype), k, v, attn_mask=mask, enable_gqa=self.H != self.G
-            ).to(q.dtype)
+            # The cache stores the new keys/values and attends over them and the earlier ones
+            # (each new query sees its own sequence, causally).
+            y = cache.attend(self.layer, q, k, v)
         y = y.transpose(1, 2).reshape(B, T, self.H * self.D)
         return self.o_proj(y)
 

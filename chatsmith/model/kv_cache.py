@@ -1,14 +1,17 @@
 """Key/value caches for generation.
 
 The model asks a cache three things during a forward pass with one: the positions of
-the new tokens (`positions`), per layer the keys/values to attend to and which of them
-each new query may see (`update`), and to move on when all layers ran (`advance`).
+the new tokens (`positions`), per layer the attention of the new queries over the cached
+keys and the new ones (`attend`, which also stores the new keys/values), and to move on
+when all layers ran (`advance`).
 
 - `KVCache`: B sequences that advance in lock step (one prompt, or a batch of equal
   prompts); the simple case.
 - `SlotKVCache`: one slot per sequence, each at its own length, for continuous
   batching. The engine binds the rows of the next forward pass: all decoding sequences
   (slots 0..n-1, one token each) or one slot's chunk of prompt.
+- `DecodeView`: a read-only look at a `SlotKVCache` for one decode step, for a compiled
+  decode graph (engine/decode.py), which stores the new keys/values after the step.
 """
 
 from __future__ import annotations
@@ -16,14 +19,13 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 
 class Cache(Protocol):
     def positions(self, T: int) -> torch.Tensor: ...
 
-    def update(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor: ...
 
     def advance(self, n: int) -> None: ...
 
@@ -52,6 +54,22 @@ class _Storage:
         self.max_len = max_len
         self.device = self.k.device
         self._mask: torch.Tensor | None = None
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Store the new k, v (B, G, T, D); the keys/values to attend to, and the mask."""
+        raise NotImplementedError
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (B, H, T, D), the new k, v (B, G, T, D) -> attention output (B, H, T, D)."""
+        k, v, mask = self.update(layer, k, v)  # (B, G, L, D), mask (B|1, 1, T, L) or None
+        # The cache's dtype is the attention's: on CPUs a float32 cache under bf16
+        # weights decodes several times faster than bf16 attention does.
+        y = F.scaled_dot_product_attention(
+            q.to(k.dtype), k, v, attn_mask=mask, enable_gqa=q.size(1) != k.size(1)
+        )
+        return y.to(q.dtype)
 
 
 class KVCache(_Storage):
@@ -160,6 +178,16 @@ class SlotKVCache(_Storage):
         self._bound = ("none", 0, 0)
 
     # -- the engine's side ------------------------------------------------------------------
+    def append(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
+        """Store one new token per slot 0..n-1 (k, v: (n, n_layer, G, D), from a DecodeView
+        step) at positions pos (n,), each slot's length, and move the lengths on."""
+        n = k.size(0)
+        rows = torch.arange(n, device=self.device)
+        self.k[:, rows, :, pos] = k.to(self.k.dtype)  # indexes (n, n_layer, G, D)
+        self.v[:, rows, :, pos] = v.to(self.v.dtype)
+        for i in range(n):
+            self.lengths[i] += 1
+
     def copy_slot(self, src: int, dst: int, n: int | None = None) -> None:
         """Copy the first n tokens (default: all) of slot src into slot dst."""
         n = self.lengths[src] if n is None else n
@@ -170,3 +198,42 @@ class SlotKVCache(_Storage):
 
     def free(self, slot: int) -> None:
         self.lengths[slot] = 0
+
+
+class DecodeView:
+    """Slots 0..n-1 of a SlotKVCache, read-only, for one decode step inside a compiled graph.
+
+    A compiled graph that writes into its input storage makes inductor copy the whole
+    storage every step, so this view never writes: each query attends over its slot's
+    cached keys (positions < pos) and, separately, over its own new key, in one softmax;
+    the new keys/values are handed back (`new_k`, `new_v`) for the caller to store.
+    k, v: the cache's (n_layer, slots, G, max_len, D) storage; pos (n,): each slot's length;
+    L: the longest of them (at least the largest pos).
+    """
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, L: int) -> None:
+        self.k, self.v, self.pos, self.L = k, v, pos, L
+        self.new_k: list[torch.Tensor] = []
+        self.new_v: list[torch.Tensor] = []
+
+    def positions(self, T: int) -> torch.Tensor:
+        return self.pos[:, None]  # (n, 1): one new token per slot
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        n, H, _, D = q.shape  # q (n, H, 1, D); k, v (n, G, 1, D)
+        G, L = k.size(1), self.L
+        k, v = k.to(self.k.dtype), v.to(self.v.dtype)
+        self.new_k.append(k[:, :, 0])
+        self.new_v.append(v[:, :, 0])
+        K, V = self.k[layer, :n, :, :L], self.v[layer, :n, :, :L]  # (n, G, L, D)
+        qg = q.to(K.dtype).view(n, G, H // G, D) * D**-0.5  # queries grouped by their kv head
+        cached = qg @ K.transpose(-1, -2)  # (n, G, H/G, L)
+        seen = torch.arange(L, device=K.device)[None, :] < self.pos[:, None]  # (n, L)
+        cached = cached.masked_fill(~seen[:, None, None, :], float("-inf"))
+        own = (qg * k).sum(-1, keepdim=True)  # (n, G, H/G, 1): the query against its own key
+        w = torch.softmax(torch.cat((cached, own), dim=-1), dim=-1)
+        y = w[..., :L] @ V + w[..., L:] * v  # (n, G, H/G, D)
+        return y.view(n, H, 1, D).to(q.dtype)
+
+    def advance(self, n: int) -> None:
+        pass  # the caller stores new_k/new_v and moves the lengths on

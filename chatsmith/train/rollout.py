@@ -9,12 +9,10 @@ sequential generator does the same work one answer at a time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 
-from chatsmith.common.device import autocast
 from chatsmith.engine.generate import Generator
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.model.gpt import GPT
@@ -71,30 +69,22 @@ class Sampler:
         self, model: GPT, tok: BPETokenizer, device: torch.device, dtype: torch.dtype, max_batch: int = 64
     ) -> None:
         self.model, self.tok, self.device, self.dtype = model, tok, device, dtype
-        self.engine: Any = None
-        try:
-            from chatsmith.engine.engine import Engine
-        except ImportError:
-            Engine = None
-        if Engine is not None:
-            # The engine generates with the training weights themselves: no dtype cast (it would
-            # cast them in place) and no prefix cache (cached keys go stale when the weights move).
-            self.engine = Engine(model, tok, dtype=None, max_batch=max_batch, prefix_slots=0)
-            self.engine.start()
+        # The engine's scheduler, stepped on this (the training) thread: continuous batching
+        # without a second thread of torch work, which would slow both (engine/engine.py).
+        # It generates with the training weights themselves: no dtype cast (that would cast
+        # them in place) and no prefix cache (cached keys go stale when the weights move).
+        self.batched = Generator(model, tok, slots=max_batch, prefix_slots=0)
 
     def sample(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Sample]]:
-        n = params.n
-        if self.engine is not None:
-            return self._sample_engine(prompts, params, n)
-        return self._sample_sequential(prompts, params, n)
+        return self._sample_batched(prompts, params, params.n)
 
-    def _sample_engine(self, prompts: list[list[int]], params: SamplingParams, n: int) -> list[list[Sample]]:
-        reqs = [self.engine.submit(p, params, run_tools=True) for p in prompts]
+    def _sample_batched(self, prompts: list[list[int]], params: SamplingParams, n: int) -> list[list[Sample]]:
+        reqs = self.batched.run(prompts, params, run_tools=True)
         out = []
         for p, req in zip(prompts, reqs):
             builders = [RolloutBuilder(self.tok, p) for _ in range(n)]
             done: list[Sample | None] = [None] * n
-            for ev in req.events():
+            for ev in req.pop_events():
                 b = builders[ev.index]
                 if ev.kind == "token" and ev.token >= 0:  # -1 carries held-back text only
                     b.token(ev.token)
@@ -105,33 +95,9 @@ class Sampler:
             out.append([d if d is not None else b.done("cancelled") for d, b in zip(done, builders)])
         return out
 
-    def _sample_sequential(
-        self, prompts: list[list[int]], params: SamplingParams, n: int
-    ) -> list[list[Sample]]:
-        ac = autocast(self.device, self.dtype) if self.dtype != torch.float32 else None
-        gen = Generator(self.model, self.tok, ac)
-        out = []
-        for p in prompts:
-            group = []
-            for i in range(n):
-                seed = None if params.seed is None else params.seed + i
-                b = RolloutBuilder(self.tok, p)
-                finish = ""
-                for ev in gen.stream(p, replace(params, seed=seed, n=1)):
-                    if ev.kind == "token":
-                        b.token(ev.token)
-                    elif ev.kind == "tool_result":
-                        b.tool_result(ev.text)
-                    elif ev.kind == "done":
-                        finish = ev.data.get("finish_reason", "")
-                group.append(b.done(finish))
-            out.append(group)
-        return out
-
     def close(self) -> None:
-        if self.engine is not None:
-            self.engine.shutdown(drain=False)
-            self.engine = None
+        """Drop the KV cache (the trainer's memory is worth more after the rollouts)."""
+        self.batched = None  # type: ignore[assignment]
 
     def __enter__(self) -> Sampler:
         return self

@@ -1,0 +1,93 @@
+"""The compiled decode step: the same logits as the eager step, the same tokens as alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chatsmith.engine.decode import CompiledDecode
+from chatsmith.engine.engine import Engine
+from chatsmith.engine.sampling import SamplingParams
+from chatsmith.model.build import build_model
+from chatsmith.model.gpt import GPTConfig
+from chatsmith.model.kv_cache import DecodeView, SlotKVCache
+
+
+@pytest.fixture(scope="module")
+def model(tiny_tok):
+    cfg = GPTConfig(
+        vocab_size=tiny_tok.vocab_size,
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        n_kv_head=2,  # grouped queries: the view groups them by kv head
+        head_dim=16,
+        intermediate_size=128,
+        seq_len=96,
+    )
+    m = build_model(cfg, seed=5)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.35)  # peaky: greedy choices are clear
+    return m.eval()
+
+
+def caches_with_prompts(model, lengths: list[int]) -> tuple[SlotKVCache, SlotKVCache]:
+    """Two caches holding the same random prompts of the given lengths in slots 0..n-1."""
+    c = model.cfg
+    a, b = (SlotKVCache(6, c.n_layer, c.n_kv_head, c.head_dim, c.seq_len) for _ in range(2))
+    g = torch.Generator().manual_seed(0)
+    for slot, n in enumerate(lengths):
+        ids = torch.randint(0, c.vocab_size, (1, n), generator=g)
+        for cache in (a, b):
+            cache.bind_prefill(slot, n)
+            model.hidden_states(ids, cache=cache)
+    return a, b
+
+
+def eager_step(model, cache: SlotKVCache, ids: torch.Tensor) -> torch.Tensor:
+    cache.bind_decode(ids.size(0))
+    return model.lm_head(model.hidden_states(ids[:, None], cache=cache)[:, 0]).float()
+
+
+@torch.inference_mode()
+def test_decode_view_attends_like_the_cache_and_stores_the_same_keys(model) -> None:
+    lengths = [5, 17, 2, 30]
+    ref, mine = caches_with_prompts(model, lengths)
+    ids = torch.tensor([3, 9, 27, 81])
+    for _ in range(3):  # three steps: the stored keys of one step feed the next
+        want = eager_step(model, ref, ids)
+        pos = torch.tensor(mine.lengths[:4])
+        view = DecodeView(mine.k, mine.v, pos, max(mine.lengths[:4]))
+        got = model.lm_head(model.hidden_states(ids[:, None], cache=view)[:, 0]).float()
+        mine.append(torch.stack(view.new_k, 1), torch.stack(view.new_v, 1), pos)
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+        ids = want.argmax(-1)
+    assert mine.lengths == ref.lengths
+    assert torch.allclose(mine.k, ref.k, atol=1e-6) and torch.allclose(mine.v, ref.v, atol=1e-6)
+
+
+@torch.inference_mode()
+def test_compiled_step_matches_the_eager_step(model) -> None:
+    lengths = [1, 12, 40]  # a one-token slot too: the step reads at least two positions
+    ref, mine = caches_with_prompts(model, lengths)
+    dec = CompiledDecode(model, mine, freeze=False)
+    for n in (1, 3):  # the single-sequence graph and the batched one
+        ids = torch.arange(2, 2 + n)
+        want = eager_step(model, ref, ids)
+        got = dec(ids)
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+    assert mine.lengths == ref.lengths
+
+
+def test_compiled_engine_gives_each_prompt_the_tokens_of_the_eager_engine(model, tiny_tok) -> None:
+    g = torch.Generator().manual_seed(1)
+    ps = [torch.randint(10, tiny_tok.vocab_size, (n,), generator=g).tolist() for n in (4, 9, 23, 15)]
+    params = SamplingParams(max_new_tokens=24, ignore_eos=True)
+    with Engine(model, tiny_tok, max_batch=4) as eng:
+        eager = [r[0].token_ids for r in eng.generate(ps, params)]
+    with Engine(model, tiny_tok, max_batch=4, compile=True) as eng:
+        together = [r[0].token_ids for r in eng.generate(ps, params)]
+        alone = [eng.submit(p, params).result()[0].token_ids for p in ps]
+    assert together == alone == eager
