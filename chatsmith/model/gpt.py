@@ -78,7 +78,13 @@ class Attention(nn.Module):
         k = self.k_norm(self.k_proj(x).view(B, T, self.G, self.D)).transpose(1, 2)  # (B, G, T, D)
         v = self.v_proj(x).view(B, T, self.G, self.D).transpose(1, 2)  # (B, G, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is None:
+        if cache is None and q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            # ATen's CPU flash attention is faster in float32 than in bf16 at small head sizes:
+            # 27.9 against 32.4 ms per layer, forward and backward, at the demo's shape.
+            y = F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), is_causal=True, enable_gqa=self.H != self.G
+            ).to(q.dtype)
+        elif cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.H != self.G)
         else:
             # The cache stores the new keys/values and attends over them and the earlier ones
