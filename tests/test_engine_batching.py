@@ -13,6 +13,7 @@ from chatsmith.engine.generate import generate_uncached
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.model.build import build_model
 from chatsmith.model.gpt import GPTConfig
+from chatsmith.model.kv_cache import SlotKVCache
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,28 @@ def test_batched_greedy_equals_each_alone_and_the_uncached_reference(model, tiny
     assert together == alone
     assert together[0] == generate_uncached(model, ps[0], 20)
     assert len({tuple(t) for t in together}) == 8
+
+
+@torch.inference_mode()
+def test_packed_prefill_gives_each_slot_its_own_keys_and_logits(model) -> None:
+    # Several prompts in one packed row (slot 1 already holding a prefix) against one at a time.
+    c = model.cfg
+    packed, single = (SlotKVCache(4, c.n_layer, c.n_kv_head, c.head_dim, c.seq_len) for _ in range(2))
+    head = torch.randint(10, c.vocab_size, (1, 7))
+    for cache in (packed, single):
+        cache.bind_prefill(1, 7)
+        model.hidden_states(head, cache=cache)
+    parts = [(0, torch.randint(10, c.vocab_size, (5,))), (1, torch.randint(10, c.vocab_size, (9,)))]
+    parts.append((2, torch.randint(10, c.vocab_size, (3,))))
+    packed.bind_prefills([(slot, len(ids)) for slot, ids in parts])
+    h = model.hidden_states(torch.cat([ids for _, ids in parts])[None], cache=packed)[0]
+    ends = torch.tensor([5, 9, 3]).cumsum(0) - 1
+    for (slot, ids), end in zip(parts, ends):
+        single.bind_prefill(slot, len(ids))
+        alone = model.hidden_states(ids[None], cache=single)[0, -1]
+        assert torch.allclose(h[end], alone, atol=1e-5)
+    assert packed.lengths == single.lengths == [5, 16, 3, 0]
+    assert torch.allclose(packed.k, single.k, atol=1e-5) and torch.allclose(packed.v, single.v, atol=1e-5)
 
 
 def test_requests_joining_at_different_steps_get_the_same_tokens(model, tiny_tok) -> None:

@@ -187,6 +187,45 @@ class Scheduler:
         else:
             self._reuse_prefix(seq)
 
+    def _admit_whole(self, budget: int) -> list[Seq]:
+        """Admit the waiting prompts that fit whole in `budget` tokens (one choice each, no
+        prompt logprobs), for one packed prefill; none while a long prompt is mid-way."""
+        group: list[Seq] = []
+        while self.prefilling is None and self.waiting and self.free_slots() > 0:
+            req = self.waiting[0]
+            p = req.params
+            if req.cancelled.is_set() or p.n != 1 or p.prompt_logprobs or p.max_new_tokens == 0:
+                break
+            if len(req.prompt) > budget:
+                break
+            self.waiting.popleft()
+            seq = self._new_seq(req, 0)
+            seq.slot = len(self.live)
+            self.live.append(seq)
+            seq.todo = list(req.prompt)
+            self._reuse_prefix(seq)
+            budget -= len(seq.todo)
+            group.append(seq)
+        return group
+
+    def _prefill_whole(self, group: list[Seq]) -> int:
+        """One forward for several whole prompts packed in a row; each then samples its
+        first token. Returns the prompt tokens computed."""
+        self.cache.bind_prefills([(s.slot, len(s.todo)) for s in group])
+        ids = [t for s in group for t in s.todo]
+        ends = torch.tensor([len(s.todo) for s in group], device=self.device).cumsum(0) - 1
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        with self.autocast or contextlib.nullcontext():
+            h = self.model.hidden_states(x, cache=self.cache)[0]
+            logits = self.model.lm_head(h[ends]).float()  # (len(group), V): each prompt's last
+        for s in group:
+            s.fed += len(s.todo)
+            s.todo = []
+            self._remember_prefix(s)
+        self.prefill_tokens += len(ids)
+        self._accept(group, logits)
+        return len(ids)
+
     def _new_seq(self, req: Request, index: int) -> Seq:
         return Seq(
             req=req,
@@ -378,6 +417,12 @@ class Scheduler:
             # at most one chunk's time.
             budget = self.chunk
             while budget > 0:
+                # Short prompts that fit whole go through one packed forward; a long one (or
+                # one asking for n > 1 or prompt logprobs) goes alone, chunk by chunk.
+                group = self._admit_whole(budget)
+                if group:
+                    budget -= self._prefill_whole(group)
+                    continue
                 self._admit()
                 used = self._prefill(budget)
                 if used == 0:

@@ -115,6 +115,7 @@ class SlotKVCache(_Storage):
         self.lengths = [0] * n_slots
         self._bound: tuple[str, int, int] = ("none", 0, 0)
         self._rows = self._pos = torch.empty(0, dtype=torch.long)
+        self._segments: list[tuple[int, int, int, torch.Tensor]] = []
 
     def bytes(self) -> int:
         return 2 * self.k.numel() * self.k.element_size()
@@ -136,6 +137,19 @@ class SlotKVCache(_Storage):
             self._mask = (torch.arange(L, device=self.device)[None, :] <= self._pos[:, None]).view(n, 1, 1, L)
         self._bound = ("decode", n, L)
 
+    def bind_prefills(self, segments: list[tuple[int, int]]) -> None:
+        """The next forward is one row packing several slots' prompts: (slot, T) in order,
+        each after what its slot holds. Each segment attends to its own slot only."""
+        pos, self._segments = [], []
+        for slot, T in segments:
+            P = self.lengths[slot]
+            if (end := P + T) > self.max_len:
+                raise ValueError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
+            pos.append(torch.arange(P, P + T, device=self.device))
+            self._segments.append((slot, P, T, _causal_mask(T, P, self.device)))
+        self._pos = torch.cat(pos)
+        self._bound = ("prefills", 0, 0)
+
     def bind_prefill(self, slot: int, T: int) -> None:
         """The next forward is T prompt tokens of one slot, after what it holds."""
         P = self.lengths[slot]
@@ -150,7 +164,7 @@ class SlotKVCache(_Storage):
         mode = self._bound[0]
         if mode == "decode":
             return self._pos[:, None]  # (n, 1)
-        if mode == "prefill":
+        if mode in ("prefill", "prefills"):
             return self._pos  # (T,)
         raise RuntimeError("SlotKVCache used without bind_decode/bind_prefill")
 
@@ -168,8 +182,29 @@ class SlotKVCache(_Storage):
         self.v[layer, a, :, P:L] = v[0]
         return self.k[layer, a : a + 1, :, :L], self.v[layer, a : a + 1, :, :L], self._mask
 
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self._bound[0] != "prefills":
+            return super().attend(layer, q, k, v)
+        # A packed row of several prompts: the projections ran once for all of them; each
+        # segment stores its keys in its slot and attends over that slot alone.
+        out, i = [], 0
+        for slot, P, T, mask in self._segments:
+            self.k[layer, slot, :, P : P + T] = k[0, :, i : i + T]
+            self.v[layer, slot, :, P : P + T] = v[0, :, i : i + T]
+            K, V = self.k[layer, slot : slot + 1, :, : P + T], self.v[layer, slot : slot + 1, :, : P + T]
+            qs = q[:, :, i : i + T].to(K.dtype)
+            y = F.scaled_dot_product_attention(qs, K, V, attn_mask=mask, enable_gqa=q.size(1) != K.size(1))
+            out.append(y.to(q.dtype))
+            i += T
+        return torch.cat(out, dim=2)
+
     def advance(self, n: int) -> None:
         mode, a, _ = self._bound
+        if mode == "prefills":
+            for slot, _, T, _ in self._segments:
+                self.lengths[slot] += T
+            self._bound = ("none", 0, 0)
+            return
         if mode == "decode":
             for i in range(a):
                 self.lengths[i] += n
