@@ -124,3 +124,27 @@ def test_ignored_targets_do_not_count() -> None:
     y_masked[:, :8] = -1
     full = model(x, y, reduction="none").view(1, 16)
     assert torch.allclose(model(x, y_masked), full[:, 8:].mean())
+
+
+@torch.no_grad()
+def test_fused_projections_give_the_same_logits_and_are_not_saved() -> None:
+    cfg = GPTConfig(
+        vocab_size=64,
+        n_layer=2,
+        n_embd=32,
+        n_head=4,
+        n_kv_head=2,
+        head_dim=8,
+        intermediate_size=48,
+        seq_len=16,
+        qkv_bias=True,
+    )
+    model = build_model(cfg, seed=0)
+    for p in model.parameters():
+        p.normal_(0, 0.3)
+    x = torch.randint(0, 64, (2, 10))
+    want = model(x)
+    keys = set(model.state_dict())
+    model.fuse_projections()
+    assert torch.allclose(model(x), want, atol=1e-5)
+    assert set(model.state_dict()) == keys  # checkpoints and exports do not change

@@ -12,8 +12,9 @@ one for any number above, with the batch and the context length symbolic. `warm_
 compiles both before the first request waits for them; torch keeps the result in its
 on-disk cache, so later starts take seconds.
 
-`freeze` makes the weights constants of the graph (faster on CPUs): the model must not
-change afterwards, so an engine used for RL rollouts, whose weights move, leaves it off.
+`freeze` makes the weights constants of the graph (faster on CPUs) and fuses the q/k/v and
+gate/up projections (GPT.fuse_projections): the model must not change afterwards, so an
+engine used for RL rollouts, whose weights move, leaves it off.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from chatsmith.model.kv_cache import DecodeView, SlotKVCache
 class CompiledDecode:
     def __init__(self, model: GPT, cache: SlotKVCache, freeze: bool = True) -> None:
         self.model, self.cache = model, cache
+        if freeze:  # the weights are constants from here on, so their fused copies stay true
+            model.fuse_projections()
         options = {"freezing": freeze, "cpp_wrapper": True}
         self._step = torch.compile(self._forward, dynamic=True, fullgraph=True, options=options)
         self._warm = False

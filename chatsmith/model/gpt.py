@@ -69,14 +69,32 @@ class Attention(nn.Module):
         # Without qk_norm, Identity keeps one forward path (and no q_norm/k_norm weights).
         self.q_norm = RMSNorm(self.D, cfg.rms_eps) if cfg.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.D, cfg.rms_eps) if cfg.qk_norm else nn.Identity()
+        # Set by fuse(). Buffers, not saved: they move with the module, and torch.compile's
+        # freezing packs them for the matmul like the weights themselves.
+        self.register_buffer("qkv_weight", None, persistent=False)
+        self.register_buffer("qkv_bias", None, persistent=False)
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """q, k and v in one matmul from a copy of their weights, for inference only (the copy
+        does not follow later changes to the weights)."""
+        p = (self.q_proj, self.k_proj, self.v_proj)
+        self.qkv_weight = torch.cat([m.weight for m in p])
+        if p[0].bias is not None:
+            self.qkv_bias = torch.cat([m.bias for m in p])
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Cache | None
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(B, T, self.H, self.D)).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_norm(self.k_proj(x).view(B, T, self.G, self.D)).transpose(1, 2)  # (B, G, T, D)
-        v = self.v_proj(x).view(B, T, self.G, self.D).transpose(1, 2)  # (B, G, T, D)
+        if self.qkv_weight is None:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:
+            qkv = F.linear(x, self.qkv_weight, self.qkv_bias)
+            q, k, v = qkv.split([self.H * self.D, self.G * self.D, self.G * self.D], dim=-1)
+        q = self.q_norm(q.reshape(B, T, self.H, self.D)).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_norm(k.reshape(B, T, self.G, self.D)).transpose(1, 2)  # (B, G, T, D)
+        v = v.reshape(B, T, self.G, self.D).transpose(1, 2)  # (B, G, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is None and q.device.type == "cpu" and q.dtype == torch.bfloat16:
             # ATen's CPU flash attention is faster in float32 than in bf16 at small head sizes:
@@ -102,9 +120,18 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
+        self.register_buffer("gate_up", None, persistent=False)  # set by fuse()
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """gate and up in one matmul from a copy of their weights, for inference only."""
+        self.gate_up = torch.cat([self.gate_proj.weight, self.up_proj.weight])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up is None:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = F.linear(x, self.gate_up).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -170,6 +197,14 @@ class GPT(nn.Module):
             self.embed_tokens.weight.normal_(0.0, 1.0)
             self.lm_head.weight.normal_(0.0, 0.001)
         self.init_rope()
+
+    def fuse_projections(self) -> None:
+        """For serving a model that no longer changes: q/k/v and gate/up each become one
+        matmul over a copied, concatenated weight (fewer, larger matmuls: a quarter off a
+        demo-sized decode step on a CPU). Costs a copy of those weights in memory."""
+        for block in self.layers:
+            block.self_attn.fuse()
+            block.mlp.fuse()
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
