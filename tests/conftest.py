@@ -6,7 +6,10 @@ import json
 import random
 
 import pytest
+import torch
 
+from chatsmith.model.build import build_model
+from chatsmith.model.gpt import GPT, GPTConfig
 from chatsmith.tokenizer.bpe import BPETokenizer
 
 _ENGLISH = [
@@ -66,3 +69,23 @@ def tiny_corpus_texts() -> list[str]:
 def tiny_tok(tiny_corpus_texts: list[str]) -> BPETokenizer:
     """A 600-token byte-level BPE trained in milliseconds on `tiny_corpus`; downloads nothing."""
     return BPETokenizer.train(tiny_corpus_texts, vocab_size=600)
+
+
+def peaky_engine_model(vocab_size: int, seed: int) -> GPT:
+    """A tiny random model with grouped queries and peaky weights: its greedy choices are
+    clear, so batched and alone (or compiled and eager) must agree exactly."""
+    cfg = GPTConfig(
+        vocab_size=vocab_size,
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        n_kv_head=2,
+        head_dim=16,
+        intermediate_size=128,
+        seq_len=96,
+    )
+    m = build_model(cfg, seed=seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.35)
+    return m.eval()

@@ -6,34 +6,18 @@ import threading
 
 import pytest
 import torch
+from conftest import peaky_engine_model
 
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.engine.engine import Engine, EngineFull, PromptTooLong
 from chatsmith.engine.generate import generate_uncached
 from chatsmith.engine.sampling import SamplingParams
-from chatsmith.model.build import build_model
-from chatsmith.model.gpt import GPTConfig
 from chatsmith.model.kv_cache import SlotKVCache
 
 
 @pytest.fixture(scope="module")
 def model(tiny_tok):
-    cfg = GPTConfig(
-        vocab_size=tiny_tok.vocab_size,
-        n_layer=2,
-        n_embd=64,
-        n_head=4,
-        n_kv_head=2,
-        head_dim=16,
-        intermediate_size=128,
-        seq_len=96,
-    )
-    m = build_model(cfg, seed=3)
-    # Peaky random weights: greedy choices are clear, so batched and alone must agree exactly.
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.35)
-    return m.eval()
+    return peaky_engine_model(tiny_tok.vocab_size, seed=3)
 
 
 def prompts(n: int, vocab: int, seed: int = 0) -> list[list[int]]:

@@ -4,32 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import peaky_engine_model
 
 from chatsmith.engine.decode import CompiledDecode
 from chatsmith.engine.engine import Engine
 from chatsmith.engine.sampling import SamplingParams
-from chatsmith.model.build import build_model
-from chatsmith.model.gpt import GPTConfig
 from chatsmith.model.kv_cache import DecodeView, SlotKVCache
 
 
 @pytest.fixture(scope="module")
 def model(tiny_tok):
-    cfg = GPTConfig(
-        vocab_size=tiny_tok.vocab_size,
-        n_layer=2,
-        n_embd=64,
-        n_head=4,
-        n_kv_head=2,  # grouped queries: the view groups them by kv head
-        head_dim=16,
-        intermediate_size=128,
-        seq_len=96,
-    )
-    m = build_model(cfg, seed=5)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.35)  # peaky: greedy choices are clear
-    return m.eval()
+    return peaky_engine_model(tiny_tok.vocab_size, seed=5)
 
 
 def caches_with_prompts(model, lengths: list[int]) -> tuple[SlotKVCache, SlotKVCache]:
