@@ -176,16 +176,19 @@ class Scheduler:
             return
         if self.free_slots() < req.params.n:
             return
-        seq = self._new_seq(req, 0)
-        self.waiting.popleft()
-        seq.slot = len(self.live)
-        self.live.append(seq)
-        self.prefilling = seq
-        seq.todo = list(req.prompt)
+        seq = self.prefilling = self._place(self.waiting.popleft())
         if req.params.prompt_logprobs:
             seq.prompt_logprobs = [None]
         else:
             self._reuse_prefix(seq)
+
+    def _place(self, req: Request) -> Seq:
+        """The first sequence of req, in the next free slot, its whole prompt still to feed."""
+        seq = self._new_seq(req, 0)
+        seq.slot = len(self.live)
+        self.live.append(seq)
+        seq.todo = list(req.prompt)
+        return seq
 
     def _admit_whole(self, budget: int) -> list[Seq]:
         """Admit the waiting prompts that fit whole in `budget` tokens (one choice each, no
@@ -198,11 +201,7 @@ class Scheduler:
                 break
             if len(req.prompt) > budget:
                 break
-            self.waiting.popleft()
-            seq = self._new_seq(req, 0)
-            seq.slot = len(self.live)
-            self.live.append(seq)
-            seq.todo = list(req.prompt)
+            seq = self._place(self.waiting.popleft())
             self._reuse_prefix(seq)
             budget -= len(seq.todo)
             group.append(seq)
