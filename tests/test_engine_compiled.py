@@ -76,3 +76,21 @@ def test_compiled_engine_gives_each_prompt_the_tokens_of_the_eager_engine(model,
         together = [r[0].token_ids for r in eng.generate(ps, params)]
         alone = [eng.submit(p, params).result()[0].token_ids for p in ps]
     assert together == alone == eager
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+@torch.inference_mode()
+def test_a_frozen_step_holds_the_weights_it_was_compiled_with(tiny_tok, freeze: bool) -> None:
+    """freeze folds the weights into the graph as constants and inductor prepacks the matrices
+    (copies in MKL's or oneDNN's layout, the fast CPU matmuls); without it the step reads the
+    live weights, as RL rollouts need."""
+    model = peaky_engine_model(tiny_tok.vocab_size, seed=7)
+    cache, _ = caches_with_prompts(model, [6])
+    dec = CompiledDecode(model, cache, freeze=freeze)
+    ids = torch.tensor([11])
+    before = dec(ids)
+    model.lm_head.weight.zero_()  # unfrozen, every logit becomes 0
+    cache.lengths[0] -= 1  # the same position again
+    after = dec(ids)
+    assert torch.equal(before, after) == freeze
+    assert before.abs().max() > 0

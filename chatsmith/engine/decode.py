@@ -20,6 +20,7 @@ engine used for RL rollouts, whose weights move, leaves it off.
 from __future__ import annotations
 
 import torch
+import torch._inductor.config as inductor_config
 
 from chatsmith.model.gpt import GPT
 from chatsmith.model.kv_cache import DecodeView, SlotKVCache
@@ -30,7 +31,8 @@ class CompiledDecode:
         self.model, self.cache = model, cache
         if freeze:  # the weights are constants from here on, so their fused copies stay true
             model.fuse_projections()
-        options = {"freezing": freeze, "cpp_wrapper": True}
+        self.freeze = freeze
+        options = {"cpp_wrapper": True}  # freezing: see warm_up
         self._step = torch.compile(self._forward, dynamic=True, fullgraph=True, options=options)
         self._warm = False
 
@@ -64,8 +66,13 @@ class CompiledDecode:
     def warm_up(self) -> None:
         """Compile both graphs now (on scratch inputs; the cache is not touched)."""
         dev = self.cache.device
-        for n in (1, 2):
-            ids = torch.zeros(n, dtype=torch.long, device=dev)
-            pos = torch.full((n,), 2, dtype=torch.long, device=dev)
-            self._step(ids, pos, self.cache.k, self.cache.v, 3)
+        # Freezing must be on in inductor's global config while it compiles: inductor reads
+        # it before a compile's `options` apply, so passing it there is silently ignored
+        # (torch 2.13). Frozen, the weights are constants and CPU matmuls use oneDNN's
+        # prepacked bf16 kernels: about a fifth off each matmul at 32 rows, a third at one.
+        with inductor_config.patch(freezing=self.freeze):
+            for n in (1, 2):
+                ids = torch.zeros(n, dtype=torch.long, device=dev)
+                pos = torch.full((n,), 2, dtype=torch.long, device=dev)
+                self._step(ids, pos, self.cache.k, self.cache.v, 3)
         self._warm = True
