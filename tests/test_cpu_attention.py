@@ -44,14 +44,15 @@ def test_values_and_gradients_are_exact_attention_to_bf16_precision(compiled: bo
 
 
 def test_only_cpu_training_of_plain_multi_head_attention_takes_it() -> None:
-    q, k, _ = qkv()
-    assert cpu_attention.fits(q, k)
+    q, k, v = qkv()
+    assert cpu_attention.fits(q, k, v)
     with torch.no_grad():
-        assert not cpu_attention.fits(q, k)  # inference and evaluation: SDPA's faster forward
-    assert not cpu_attention.fits(q.detach(), k)
-    assert not cpu_attention.fits(q, k[:, :2])  # grouped kv heads
-    long = torch.zeros(1, 1, 1, 8, requires_grad=True).expand(16, 16, 2048, 8)
-    assert not cpu_attention.fits(long, long)  # its probabilities would exceed MAX_BYTES
+        assert not cpu_attention.fits(q, k, v)  # inference and evaluation: SDPA's faster forward
+    assert not cpu_attention.fits(q.detach(), k, v)
+    assert not cpu_attention.fits(q, k[:, :2], v[:, :2])  # grouped kv heads
+    assert not cpu_attention.fits(q, k, v.float())  # a float32 run
+    long = torch.zeros(1, 1, 1, 8, requires_grad=True).expand(16, 16, 2048, 8).to(torch.bfloat16)
+    assert not cpu_attention.fits(long, long, long)  # its probabilities would exceed MAX_BYTES
 
 
 def test_a_bf16_training_step_takes_it_and_matches_sdpa(monkeypatch) -> None:

@@ -21,12 +21,14 @@ import torch
 MAX_BYTES = 64 * 2**20  # kept probabilities per layer
 
 
-def fits(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """Whether q, k (B, H, T, D) may take this path: CPU, training, plain multi-head
-    attention (no grouped kv heads), and the kept probabilities under MAX_BYTES."""
+def fits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether q, k, v (B, H, T, D) may take this path: bf16 projections (v is not normed, so
+    its dtype is theirs under autocast) on a CPU, training, plain multi-head attention (no
+    grouped kv heads), and the kept probabilities under MAX_BYTES."""
     B, H, T, _ = q.shape
     return (
         q.device.type == "cpu"
+        and v.dtype == torch.bfloat16
         and torch.is_grad_enabled()
         and q.requires_grad
         and k.size(1) == H

@@ -97,13 +97,14 @@ class Attention(nn.Module):
         k = self.k_norm(k.reshape(B, T, self.G, self.D)).transpose(1, 2)  # (B, G, T, D)
         v = v.reshape(B, T, self.G, self.D).transpose(1, 2)  # (B, G, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is None and v.dtype == torch.bfloat16 and cpu_attention.fits(q, k):
+        if cache is None and cpu_attention.fits(q, k, v):
             # bf16 training on a CPU: a row-at-a-time kernel whose backward takes half the
             # time of ATen's flash backward at small head sizes (model/cpu_attention.py).
             y = cpu_attention.causal_attention(q, k, v)
         elif cache is None and q.device.type == "cpu" and q.dtype == torch.bfloat16:
             # ATen's CPU flash attention is faster in float32 than in bf16 at small head sizes:
-            # 27.9 against 32.4 ms per layer, forward and backward, at the demo's shape.
+            # 27.9 against 32.4 ms per layer, forward and backward, at the demo's shape. Only
+            # q without qk_norm arrives here in bf16 (under autocast the norm returns float32).
             y = F.scaled_dot_product_attention(
                 q.float(), k.float(), v.float(), is_causal=True, enable_gqa=self.H != self.G
             ).to(q.dtype)
