@@ -94,3 +94,17 @@ def test_a_frozen_step_holds_the_weights_it_was_compiled_with(tiny_tok, freeze: 
     after = dec(ids)
     assert torch.equal(before, after) == freeze
     assert before.abs().max() > 0
+
+
+@torch.inference_mode()
+def test_each_decoder_compiles_its_own_graphs(tiny_tok) -> None:
+    """Frozen graphs differ per model. Compiled from one shared code object, they piled up
+    there until dynamo refused to compile more (8 by default: the fifth model decoded in a
+    process, e.g. a server reloading). The limit is lowered to 2 here so that two decoders
+    show it: each has exactly its own two graphs (one sequence, and more)."""
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for seed in range(2):
+            model = peaky_engine_model(tiny_tok.vocab_size, seed=20 + seed)
+            cache, _ = caches_with_prompts(model, [4, 7])
+            dec = CompiledDecode(model, cache, freeze=True)
+            assert dec(torch.tensor([1, 2])).shape == (2, model.cfg.vocab_size)

@@ -19,6 +19,8 @@ engine used for RL rollouts, whose weights move, leaves it off.
 
 from __future__ import annotations
 
+import types
+
 import torch
 import torch._inductor.config as inductor_config
 
@@ -33,7 +35,16 @@ class CompiledDecode:
             model.fuse_projections()
         self.freeze = freeze
         options = {"cpp_wrapper": True}  # freezing: see warm_up
-        self._step = torch.compile(self._forward, dynamic=True, fullgraph=True, options=options)
+        # Each instance compiles its own copy of `_forward`: dynamo keeps compiled graphs on
+        # the code object, so a shared one would keep every engine's graphs (with their
+        # frozen weights) alive and refuse to compile past its limit of 8, the fifth engine
+        # of a process.
+        f = CompiledDecode._forward
+        own = types.FunctionType(
+            f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__
+        )
+        step = types.MethodType(own, self)
+        self._step = torch.compile(step, dynamic=True, fullgraph=True, options=options)
         self._warm = False
 
     def _forward(
