@@ -12,6 +12,10 @@ one for any number above, with the batch and the context length symbolic. `warm_
 compiles both before the first request waits for them; torch keeps the result in its
 on-disk cache, so later starts take seconds.
 
+On CPUs the attention inside the graph is model/decode_attention.py's C++ kernel, called as
+one op (one pass over each sequence's keys and values); where it cannot be built, or for a
+head size it lacks, the PyTorch attention of kv_cache.DecodeView is compiled instead.
+
 `freeze` makes the weights constants of the graph (faster on CPUs) and fuses the q/k/v and
 gate/up projections (GPT.fuse_projections): the model must not change afterwards, so an
 engine used for RL rollouts, whose weights move, leaves it off.
@@ -24,6 +28,7 @@ import types
 import torch
 import torch._inductor.config as inductor_config
 
+from chatsmith.model import decode_attention
 from chatsmith.model.gpt import GPT
 from chatsmith.model.kv_cache import DecodeView, SlotKVCache
 
@@ -34,6 +39,13 @@ class CompiledDecode:
         if freeze:  # the weights are constants from here on, so their fused copies stay true
             model.fuse_projections()
         self.freeze = freeze
+        c = model.cfg
+        # The C++ decode attention where it applies (CPU, a head size it takes); else PyTorch's.
+        self.kernel = (
+            cache.device.type == "cpu"
+            and decode_attention.supports(c.head_dim, cache.k.dtype)
+            and decode_attention.load()
+        )
         options = {"cpp_wrapper": True}  # freezing: see warm_up
         # Each instance compiles its own copy of `_forward`: dynamo keeps compiled graphs on
         # the code object, so a shared one would keep every engine's graphs (with their
@@ -50,7 +62,7 @@ class CompiledDecode:
     def _forward(
         self, ids: torch.Tensor, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, L: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        view = DecodeView(k, v, pos, L)
+        view = DecodeView(k, v, pos, L, self.kernel)
         h = self.model.hidden_states(ids[:, None], cache=view)[:, 0]
         logits = self.model.lm_head(h).float()
         return logits, torch.stack(view.new_k, 1), torch.stack(view.new_v, 1)

@@ -21,6 +21,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from chatsmith.model import decode_attention
+
 
 class Cache(Protocol):
     def positions(self, T: int) -> torch.Tensor: ...
@@ -243,11 +245,15 @@ class DecodeView:
     cached keys (positions < pos) and, separately, over its own new key, in one softmax;
     the new keys/values are handed back (`new_k`, `new_v`) for the caller to store.
     k, v: the cache's (n_layer, slots, G, max_len, D) storage; pos (n,): each slot's length;
-    L: the longest of them (at least the largest pos).
+    L: the longest of them (at least the largest pos). kernel: attend with the C++ kernel of
+    model/decode_attention.py (loaded by the caller) instead of the PyTorch ops below.
     """
 
-    def __init__(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, L: int) -> None:
+    def __init__(
+        self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, L: int, kernel: bool = False
+    ) -> None:
         self.k, self.v, self.pos, self.L = k, v, pos, L
+        self.kernel = kernel  # attend with model/decode_attention.py's kernel (loaded)
         self.new_k: list[torch.Tensor] = []
         self.new_v: list[torch.Tensor] = []
 
@@ -260,6 +266,17 @@ class DecodeView:
         k, v = k.to(self.k.dtype), v.to(self.v.dtype)
         self.new_k.append(k[:, :, 0])
         self.new_v.append(v[:, :, 0])
+        if self.kernel:  # one pass over each slot's keys and values (decode_attention.py)
+            y = decode_attention.attend(
+                q[:, :, 0].to(k.dtype),
+                k[:, :, 0],
+                v[:, :, 0],
+                self.k[layer],
+                self.v[layer],
+                self.pos,
+                D**-0.5,
+            )
+            return y[:, :, None].to(q.dtype)
         K, V = self.k[layer, :n, :, :L], self.v[layer, :n, :, :L]  # (n, G, L, D)
         qg = q.to(K.dtype).view(n, G, H // G, D) * D**-0.5  # queries grouped by their kv head
         cached = qg @ K.transpose(-1, -2)  # (n, G, H/G, L)

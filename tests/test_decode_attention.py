@@ -1,0 +1,93 @@
+"""The C++ decode attention (model/decode_attention.py) against float64 attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import peaky_engine_model
+
+from chatsmith.engine.decode import CompiledDecode
+from chatsmith.model import decode_attention
+from chatsmith.model.kv_cache import SlotKVCache
+
+pytestmark = pytest.mark.skipif(not decode_attention.load(), reason="no C++ compiler to build the kernel")
+
+
+def reference(q, k_new, v_new, K, V, pos, scale):
+    """Each query over its slot's positions < pos and its own new key, in float64."""
+    n, H, D = q.shape
+    G = K.size(1)
+    out = torch.empty(n, H, D, dtype=torch.float64)
+    for b in range(n):
+        L = int(pos[b])
+        keys = torch.cat((K[b, :, :L], k_new[b, :, None]), 1).double()  # (G, L+1, D)
+        vals = torch.cat((V[b, :, :L], v_new[b, :, None]), 1).double()
+        keys, vals = keys.repeat_interleave(H // G, 0), vals.repeat_interleave(H // G, 0)
+        w = torch.softmax(q[b].double()[:, None] @ keys.transpose(-1, -2) * scale, -1)  # (H, 1, L+1)
+        out[b] = (w @ vals)[:, 0]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("H", "G", "D"), [(4, 2, 16), (8, 8, 32), (4, 1, 64)])
+def test_kernel_matches_float64_attention(dtype, H: int, G: int, D: int) -> None:
+    g = torch.Generator().manual_seed(H * 100 + D)
+    slots, max_len = 9, 70
+    # Lengths on both sides of the 16-key blocks; 0 attends to its own key only.
+    pos = torch.tensor([0, 1, 15, 16, 17, 33, 47, 69])
+    n = pos.numel()
+    K, V = (torch.randn(slots, G, max_len, D, generator=g).to(dtype) for _ in range(2))
+    q = torch.randn(n, H, D, generator=g).to(dtype)
+    k_new, v_new = (torch.randn(n, G, D, generator=g).to(dtype) for _ in range(2))
+    # Stale numbers past each length must not be read: make them huge.
+    for b, L in enumerate(pos.tolist()):
+        K[b, :, L:] = 1e4
+        V[b, :, L:] = 1e4
+    got = decode_attention.attend(q, k_new, v_new, K, V, pos, D**-0.5)
+    want = reference(q, k_new, v_new, K, V, pos, D**-0.5)
+    assert got.dtype == dtype and got.shape == (n, H, D)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16: the output's own rounding
+    assert torch.allclose(got.double(), want, atol=tol, rtol=tol)
+
+
+def test_kernel_reads_strided_layer_views_of_the_cache() -> None:
+    """The decode step hands it one layer of the (layers, slots, G, max_len, D) storage."""
+    g = torch.Generator().manual_seed(3)
+    store = torch.randn(3, 5, 2, 40, 32, generator=g)
+    q, k_new, v_new = torch.randn(4, 2, 32, generator=g), torch.randn(4, 2, 32), torch.randn(4, 2, 32)
+    pos = torch.tensor([3, 20, 39, 7])
+    got = decode_attention.attend(q, k_new, v_new, store[1], store[2], pos, 0.2)
+    want = reference(q, k_new, v_new, store[1].clone(), store[2].clone(), pos, 0.2)
+    assert torch.allclose(got.double(), want, atol=1e-5)
+
+
+def test_kernel_refuses_a_position_outside_the_cache() -> None:
+    K = torch.zeros(2, 1, 8, 16)
+    q, kv = torch.zeros(2, 1, 16), torch.zeros(2, 1, 16)
+    with pytest.raises(RuntimeError, match="outside a cache of 8"):
+        decode_attention.attend(q, kv, kv, K, K, torch.tensor([3, 8]), 1.0)
+    with pytest.raises(RuntimeError, match="share one dtype"):
+        decode_attention.attend(q.bfloat16(), kv, kv, K, K, torch.tensor([3, 4]), 1.0)
+
+
+@torch.inference_mode()
+def test_compiled_step_with_the_kernel_matches_pytorch_attention(tiny_tok) -> None:
+    """The same logits, step after step, as the compiled step with PyTorch's attention."""
+    model = peaky_engine_model(tiny_tok.vocab_size, seed=11)
+    c = model.cfg
+    caches = [SlotKVCache(5, c.n_layer, c.n_kv_head, c.head_dim, c.seq_len) for _ in range(2)]
+    g = torch.Generator().manual_seed(0)
+    for slot, n in enumerate([3, 18, 41, 1]):
+        ids = torch.randint(0, c.vocab_size, (1, n), generator=g)
+        for cache in caches:
+            cache.bind_prefill(slot, n)
+            model.hidden_states(ids, cache=cache)
+    with_kernel, without = (CompiledDecode(model, cache, freeze=False) for cache in caches)
+    without.kernel = False
+    assert with_kernel.kernel
+    ids = torch.tensor([5, 6, 7, 8])
+    for _ in range(4):
+        a, b = with_kernel(ids), without(ids)
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+        ids = a.argmax(-1)
+    assert torch.allclose(caches[0].k, caches[1].k, atol=1e-5)
