@@ -220,3 +220,28 @@ def test_streamed_text_equals_decoding_the_whole_completion(tiny_tok) -> None:
     tt = TurnText(tiny_tok, [], special_ids(tiny_tok))
     streamed = "".join(tt.push(t).text for t in ids) + tt.flush()
     assert streamed == tt.text == tiny_tok.decode(ids, skip_special=True)
+
+
+def test_an_idle_step_prefills_more_than_a_chunk_and_a_busy_one_does_not(model, tiny_tok) -> None:
+    """With nothing decoding no stream waits on a prefill, so a step takes up to idle_chunk
+    prompt tokens; while sequences decode it keeps to one chunk."""
+    from chatsmith.engine.scheduler import Scheduler
+    from chatsmith.engine.sequence import Request
+
+    sched = Scheduler(model, tiny_tok, n_slots=8, max_len=64, prefill_chunk=8, prefix_slots=0)
+    assert sched.idle_chunk == 64
+    ps = [p[:6] for p in prompts(8, tiny_tok.vocab_size, seed=5) if len(p) >= 6][:6]
+    reqs = [Request(p, greedy(10), run_tools=False) for p in ps]
+    with torch.inference_mode():
+        for r in reqs[:4]:
+            sched.add(r)
+        sched.step()  # idle: all four (24 tokens) in one step, and each decodes once
+        assert len(sched.live) == 4 and not sched.waiting
+        assert sched.prefill_tokens == 24
+        made = [s.generated for s in sched.live]
+        for r in reqs[4:]:
+            sched.add(r)
+        sched.step()  # four decode: 8 prompt tokens, one whole prompt and a start on the next
+        assert sched.prefill_tokens == 24 + 8
+        assert sched.prefilling is not None and sched.prefilling.req is reqs[5] and not sched.waiting
+        assert [s.generated for s in sched.live[:4]] == [m + 1 for m in made]  # kept decoding
