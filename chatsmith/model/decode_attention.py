@@ -22,7 +22,6 @@ attention (kv_cache.DecodeView).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import threading
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-log = logging.getLogger(__name__)
+from chatsmith.common.log import warn
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_attention.cpp"
 _lock = threading.Lock()
@@ -75,7 +74,7 @@ def _build() -> bool:
             name, [str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"], is_python_module=False
         )
     except Exception as e:  # no compiler, no headers: the PyTorch attention still works
-        log.warning("decode attention kernel unavailable (%s); using PyTorch attention", e)
+        warn(f"the decode attention kernel did not build ({type(e).__name__}: {e}); decoding with PyTorch's")
         return False
     torch.library.register_fake("chatsmith_cpu::decode_attention")(_fake)
     return True
