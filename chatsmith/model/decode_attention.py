@@ -25,11 +25,12 @@ import contextlib
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import torch
 
-from chatsmith.common.log import warn
+from chatsmith.common.log import info, warn
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_attention.cpp"
 _lock = threading.Lock()
@@ -67,6 +68,7 @@ def _build() -> bool:
     # The vector flags are part of the name: a cache shared by machines of different CPUs
     # must not hand one machine another's instructions.
     name = "chatsmith_decode_attention_" + ("_".join(str(isa).split()) or "scalar")
+    t0 = time.perf_counter()
     try:
         # torch's OpenMP runtime is already loaded, so -fopenmp links the kernel to it and
         # at::parallel_for shares its threads.
@@ -76,6 +78,8 @@ def _build() -> bool:
     except Exception as e:  # no compiler, no headers: the PyTorch attention still works
         warn(f"the decode attention kernel did not build ({type(e).__name__}: {e}); decoding with PyTorch's")
         return False
+    if (dt := time.perf_counter() - t0) > 2:  # a build, not a load from the cache
+        info(f"built the C++ decode attention in {dt:.0f} s; later runs load it from torch's cache")
     torch.library.register_fake("chatsmith_cpu::decode_attention")(_fake)
     return True
 
