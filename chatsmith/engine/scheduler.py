@@ -127,6 +127,11 @@ class Scheduler:
     def free_slots(self) -> int:
         return self.n_slots - len(self.live)
 
+    def decoding(self) -> int:
+        """How many sequences the next decode step runs: slots 0..n-1, all of `live` but the
+        one being prefilled (always last)."""
+        return len(self.live) - (self.prefilling is not None)
+
     def _move(self, seq: Seq, slot: int) -> None:
         self.cache.copy_slot(seq.slot, slot)
         self.cache.free(seq.slot)
@@ -319,7 +324,7 @@ class Scheduler:
         return len(ids)
 
     def _decode(self) -> None:
-        n = len(self.live) - (1 if self.prefilling is not None else 0)
+        n = self.decoding()
         if n == 0:
             return
         batch = self.live[:n]
@@ -420,7 +425,7 @@ class Scheduler:
             # short prompts in turn, so many arrivals start quickly and running streams wait
             # at most one chunk's time.
             budget = self.chunk
-            if not any(s is not self.prefilling for s in self.live):
+            if not self.decoding():
                 # Nothing is decoding, so no stream waits on this prefill: take more prompt
                 # at once (fewer, larger forwards, and the batch fills before it decodes).
                 budget = self.idle_chunk
