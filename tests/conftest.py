@@ -10,6 +10,7 @@ import torch
 
 from chatsmith.model.build import build_model
 from chatsmith.model.gpt import GPT, GPTConfig
+from chatsmith.model.kv_cache import SlotKVCache
 from chatsmith.tokenizer.bpe import BPETokenizer
 
 _ENGLISH = [
@@ -89,3 +90,16 @@ def peaky_engine_model(vocab_size: int, seed: int) -> GPT:
         for p in m.parameters():
             p.normal_(0, 0.35)
     return m.eval()
+
+
+def caches_with_prompts(model: GPT, lengths: list[int]) -> tuple[SlotKVCache, SlotKVCache]:
+    """Two caches holding the same random prompts of the given lengths in slots 0..n-1."""
+    c = model.cfg
+    a, b = (SlotKVCache(6, c.n_layer, c.n_kv_head, c.head_dim, c.seq_len) for _ in range(2))
+    g = torch.Generator().manual_seed(0)
+    for slot, n in enumerate(lengths):
+        ids = torch.randint(0, c.vocab_size, (1, n), generator=g)
+        for cache in (a, b):
+            cache.bind_prefill(slot, n)
+            model.hidden_states(ids, cache=cache)
+    return a, b

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import peaky_engine_model
+from conftest import caches_with_prompts, peaky_engine_model
 
 from chatsmith.engine.decode import CompiledDecode
 from chatsmith.model import decode_attention
-from chatsmith.model.kv_cache import SlotKVCache
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -79,14 +78,7 @@ def test_kernel_refuses_a_position_outside_the_cache() -> None:
 def test_compiled_step_with_the_kernel_matches_pytorch_attention(tiny_tok) -> None:
     """The same logits, step after step, as the compiled step with PyTorch's attention."""
     model = peaky_engine_model(tiny_tok.vocab_size, seed=11)
-    c = model.cfg
-    caches = [SlotKVCache(5, c.n_layer, c.n_kv_head, c.head_dim, c.seq_len) for _ in range(2)]
-    g = torch.Generator().manual_seed(0)
-    for slot, n in enumerate([3, 18, 41, 1]):
-        ids = torch.randint(0, c.vocab_size, (1, n), generator=g)
-        for cache in caches:
-            cache.bind_prefill(slot, n)
-            model.hidden_states(ids, cache=cache)
+    caches = caches_with_prompts(model, [3, 18, 41, 1])
     with_kernel, without = (CompiledDecode(model, cache, freeze=False) for cache in caches)
     without.kernel = False
     assert with_kernel.kernel
@@ -103,10 +95,7 @@ def test_without_the_kernel_the_step_uses_pytorch_attention(tiny_tok, monkeypatc
     """A machine that cannot build it (load() False) still decodes, with DecodeView's ops."""
     monkeypatch.setitem(decode_attention._state, "ok", False)
     model = peaky_engine_model(tiny_tok.vocab_size, seed=11)
-    c = model.cfg
-    cache = SlotKVCache(2, c.n_layer, c.n_kv_head, c.head_dim, c.seq_len)
-    cache.bind_prefill(0, 3)
-    model.hidden_states(torch.tensor([[4, 5, 6]]), cache=cache)
+    cache, _ = caches_with_prompts(model, [3])
     dec = CompiledDecode(model, cache, freeze=False)
     assert not dec.kernel
-    assert dec(torch.tensor([7])).shape == (1, c.vocab_size)
+    assert dec(torch.tensor([7])).shape == (1, model.cfg.vocab_size)

@@ -53,7 +53,7 @@ def test_packed_prefill_gives_each_slot_its_own_keys_and_logits(model) -> None:
         model.hidden_states(head, cache=cache)
     parts = [(0, torch.randint(10, c.vocab_size, (5,))), (1, torch.randint(10, c.vocab_size, (9,)))]
     parts.append((2, torch.randint(10, c.vocab_size, (3,))))
-    parts.append((3, torch.randint(10, c.vocab_size, (5,))))  # new prompts of one length share a call
+    parts.append((3, torch.randint(10, c.vocab_size, (5,))))  # two new prompts of one length
     packed.bind_prefills([(slot, len(ids)) for slot, ids in parts])
     h = model.hidden_states(torch.cat([ids for _, ids in parts])[None], cache=packed)[0]
     ends = torch.tensor([5, 9, 3, 5]).cumsum(0) - 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import peaky_engine_model
+from conftest import caches_with_prompts, peaky_engine_model
 
 from chatsmith.engine.decode import CompiledDecode
 from chatsmith.engine.engine import Engine
@@ -15,19 +15,6 @@ from chatsmith.model.kv_cache import DecodeView, SlotKVCache
 @pytest.fixture(scope="module")
 def model(tiny_tok):
     return peaky_engine_model(tiny_tok.vocab_size, seed=5)
-
-
-def caches_with_prompts(model, lengths: list[int]) -> tuple[SlotKVCache, SlotKVCache]:
-    """Two caches holding the same random prompts of the given lengths in slots 0..n-1."""
-    c = model.cfg
-    a, b = (SlotKVCache(6, c.n_layer, c.n_kv_head, c.head_dim, c.seq_len) for _ in range(2))
-    g = torch.Generator().manual_seed(0)
-    for slot, n in enumerate(lengths):
-        ids = torch.randint(0, c.vocab_size, (1, n), generator=g)
-        for cache in (a, b):
-            cache.bind_prefill(slot, n)
-            model.hidden_states(ids, cache=cache)
-    return a, b
 
 
 def eager_step(model, cache: SlotKVCache, ids: torch.Tensor) -> torch.Tensor:
