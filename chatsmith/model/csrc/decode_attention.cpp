@@ -102,6 +102,25 @@ inline Vec sum16(const Vec* v) {
 }
 #endif
 
+// Tasks per thread: chunks of at least ~2k key rows each; below that, waking a second
+// thread costs more than it saves.
+inline int64_t grain(const int64_t* pos, int64_t n) {
+  int64_t longest = 0;
+  for (int64_t b = 0; b < n; b++) longest = std::max(longest, pos[b]);
+  return std::max<int64_t>(1, 2048 / (longest + 1));
+}
+
+// Softmax of nr rows of `len` scores (row r at scores + r * stride), in place, unnormalised:
+// inv[r] is the factor that normalises row r.
+inline void softmax_rows(float* scores, int64_t nr, int64_t stride, int64_t len, float* inv) {
+  for (int64_t r = 0; r < nr; r++) {
+    float* s = scores + r * stride;
+    const float m = at::vec::reduce_all<float>([](Vec& a, Vec& c) { return at::vec::maximum(a, c); }, s, len);
+    at::vec::map<float>([m](Vec x) { return (x - Vec(m)).exp_u20(); }, s, s, len);
+    inv[r] = 1.0f / at::vec::reduce_all<float>([](Vec& a, Vec& c) { return a + c; }, s, len);
+  }
+}
+
 // R query heads share one kv head; at most MAX_R of them are handled per pass over the keys.
 constexpr int MAX_R = 8;
 
@@ -111,11 +130,7 @@ void attend(const T* q, const T* k_new, const T* v_new, const T* K, const T* V, 
             float scale) {
   constexpr int D = NV * VS;
   const int64_t R = H / G;
-  int64_t longest = 0;
-  for (int64_t b = 0; b < n; b++) longest = std::max(longest, pos[b]);
-  // Chunks of at least ~2k key rows each: below that, waking a second thread costs more.
-  const int64_t grain = std::max<int64_t>(1, 2048 / (longest + 1));
-  at::parallel_for(0, n * G, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n * G, grain(pos, n), [&](int64_t begin, int64_t end) {
     std::vector<float> scores(MAX_R * (M + 1));
     for (int64_t task = begin; task < end; task++) {
       const int64_t b = task / G, g = task % G, L = pos[b];
@@ -161,14 +176,8 @@ void attend(const T* q, const T* k_new, const T* v_new, const T* K, const T* V, 
         }
         load<NV>(k_new + (b * G + g) * D, kv);
         for (int64_t r = 0; r < nr; r++) scores[r * (M + 1) + L] = dot<NV>(qv[r], kv);
-        // Softmax of each row, in place.
         float inv[MAX_R];
-        for (int64_t r = 0; r < nr; r++) {
-          float* s = scores.data() + r * (M + 1);
-          const float m = at::vec::reduce_all<float>([](Vec& a, Vec& c) { return at::vec::maximum(a, c); }, s, L + 1);
-          at::vec::map<float>([m](Vec x) { return (x - Vec(m)).exp_u20(); }, s, s, L + 1);
-          inv[r] = 1.0f / at::vec::reduce_all<float>([](Vec& a, Vec& c) { return a + c; }, s, L + 1);
-        }
+        softmax_rows(scores.data(), nr, M + 1, L + 1, inv);
         // Weighted sum of the values; two accumulators per row so the FMAs overlap.
         Vec acc[MAX_R][2][NV];
         for (int64_t r = 0; r < nr; r++)
@@ -219,10 +228,7 @@ void attend_bf16(const c10::BFloat16* q, const c10::BFloat16* k_new, const c10::
                  float scale) {
   constexpr int D = 32 * NB;
   const int64_t R = H / G;
-  int64_t longest = 0;
-  for (int64_t b = 0; b < n; b++) longest = std::max(longest, pos[b]);
-  const int64_t grain = std::max<int64_t>(1, 2048 / (longest + 1));
-  at::parallel_for(0, n * G, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n * G, grain(pos, n), [&](int64_t begin, int64_t end) {
     std::vector<float> scores(MAX_R * (M + 1));
     const __m512i high = _mm512_set1_epi32(int32_t(0xFFFF0000u));
     const __m512 vscale = _mm512_set1_ps(scale);
@@ -262,12 +268,7 @@ void attend_bf16(const c10::BFloat16* q, const c10::BFloat16* k_new, const c10::
         for (int64_t r = 0; r < nr; r++)
           scores[r * (M + 1) + L] = _mm512_reduce_add_ps(dot(k_new + (b * G + g) * D, r)) * scale;
         float inv[MAX_R];
-        for (int64_t r = 0; r < nr; r++) {
-          float* s = scores.data() + r * (M + 1);
-          const float m = at::vec::reduce_all<float>([](Vec& a, Vec& c) { return at::vec::maximum(a, c); }, s, L + 1);
-          at::vec::map<float>([m](Vec x) { return (x - Vec(m)).exp_u20(); }, s, s, L + 1);
-          inv[r] = 1.0f / at::vec::reduce_all<float>([](Vec& a, Vec& c) { return a + c; }, s, L + 1);
-        }
+        softmax_rows(scores.data(), nr, M + 1, L + 1, inv);
         // A value row as float32: its even-numbered entries (the low halves of each 32-bit
         // lane, shifted up) and its odd ones (the high halves, masked), NB vectors each.
         auto widen = [&](const c10::BFloat16* row, __m512* even, __m512* odd) {
