@@ -24,6 +24,8 @@ engine used for RL rollouts, whose weights move, leaves it off.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch._inductor.config as inductor_config
@@ -31,6 +33,19 @@ import torch._inductor.config as inductor_config
 from chatsmith.model import decode_attention
 from chatsmith.model.gpt import GPT
 from chatsmith.model.kv_cache import DecodeView, SlotKVCache
+
+
+def compile_own(method: Callable[..., Any], obj: object) -> Callable[..., Any]:
+    """torch.compile of `method` bound to obj, on a copy of its function for obj alone.
+
+    Dynamo keeps compiled graphs on the code object, so instances sharing one would keep
+    every engine's graphs (with their frozen weights) alive, and past dynamo's limit of 8
+    the fifth engine of a process could not compile at all. Batch and lengths are symbolic;
+    the C++ wrapper calls the kernels without Python in between."""
+    f = method
+    own = types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    bound = types.MethodType(own, obj)
+    return torch.compile(bound, dynamic=True, fullgraph=True, options={"cpp_wrapper": True})
 
 
 class CompiledDecode:
@@ -46,29 +61,26 @@ class CompiledDecode:
             and decode_attention.supports(c.head_dim, cache.k.dtype)
             and decode_attention.load()
         )
-        options = {"cpp_wrapper": True}  # freezing: see warm_up
-        # Each instance compiles its own copy of `_forward`: dynamo keeps compiled graphs on
-        # the code object, so a shared one would keep every engine's graphs (with their
-        # frozen weights) alive and refuse to compile past its limit of 8, the fifth engine
-        # of a process.
-        f = CompiledDecode._forward
-        own = types.FunctionType(
-            f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__
-        )
-        step = types.MethodType(own, self)
-        self._step = torch.compile(step, dynamic=True, fullgraph=True, options=options)
+        self._step = compile_own(CompiledDecode._forward, self)  # freezing: see warm_up
         self._warm = False
 
     def _forward(
         self, ids: torch.Tensor, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, L: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         view = DecodeView(k, v, pos, L, self.kernel)
         h = self.model.hidden_states(ids[:, None], cache=view)[:, 0]
         logits = self.model.lm_head(h).float()
-        return logits, torch.stack(view.new_k, 1), torch.stack(view.new_v, 1)
+        # The greedy tokens come out of the same graph, fused with the logits' last pass:
+        # an eager argmax over (32, V) afterwards cost more than a tenth of a millisecond.
+        top = logits.argmax(-1)
+        return logits, top, torch.stack(view.new_k, 1), torch.stack(view.new_v, 1)
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (n,): the next token of slots 0..n-1 -> logits (n, V); the cache moves on."""
+        return self.step(ids)[0]
+
+    def step(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As calling it, but (logits (n, V), their argmax (n,)): the greedy tokens too."""
         if not self._warm:
             self.warm_up()
         n = ids.size(0)
@@ -81,9 +93,9 @@ class CompiledDecode:
         # Both graphs exist (warm_up), so only the guards that choose between them need
         # checking: a tenth of a millisecond less per step.
         with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-            logits, k, v = self._step(ids, pos, self.cache.k, self.cache.v, max(2, *lens))
+            logits, top, k, v = self._step(ids, pos, self.cache.k, self.cache.v, max(2, *lens))
         self.cache.append(k, v, pos)
-        return logits
+        return logits, top
 
     @torch.inference_mode()
     def warm_up(self) -> None:

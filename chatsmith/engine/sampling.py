@@ -143,24 +143,33 @@ def filter_sorted(
     return sorted_logits.masked_fill(drop, float("-inf"))
 
 
-@dataclass
+@dataclass(slots=True)
 class Draw:
     token: int
     logprob: float | None = None
     top: list[tuple[int, float]] = field(default_factory=list)
 
 
-def sample_batch(logits: torch.Tensor, samplers: list[SeqSampler], banned: list[list[int]]) -> list[Draw]:
-    """logits (B, V) -> one Draw per row, each row sampled with its own parameters."""
+def sample_batch(
+    logits: torch.Tensor,
+    samplers: list[SeqSampler],
+    banned: list[list[int]],
+    top: torch.Tensor | None = None,
+) -> list[Draw]:
+    """logits (B, V) -> one Draw per row, each row sampled with its own parameters.
+
+    top (B,), when given, is logits.argmax(-1) already computed (the compiled decode step
+    returns it): the greedy tokens, unless a penalty, bias or ban changes a row."""
     logits = logits.float()
     rows = [i for i, s in enumerate(samplers) if s.adjusts or banned[i]]
     if rows:
         logits = logits.clone()
         for i in rows:
             logits[i] = samplers[i].adjust(logits[i], banned[i])
-    tokens = logits.argmax(dim=-1)
+    tokens = top if top is not None and not rows else logits.argmax(dim=-1)
     hot = [i for i, s in enumerate(samplers) if not s.p.greedy]
     if hot:
+        tokens = tokens.clone()  # rows are replaced below; `top` stays the caller's
         dev = logits.device
         temps = torch.tensor([samplers[i].p.temperature for i in hot], device=dev)
         sub = logits[hot] / temps[:, None]

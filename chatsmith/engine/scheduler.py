@@ -101,7 +101,7 @@ class Scheduler:
         self.eos = {self.im_end, token_id_or(tok, BOS)} - {-1}
         self.prefix_hits = 0
         self.prefill_tokens = 0  # prompt tokens computed (not copied from a cached prefix)
-        self.touched: dict[int, Request] = {}  # requests with new events this step
+        self.touched: dict[int, tuple[Request, list[Event]]] = {}  # this step's events, per request
         self.prefix_tokens_reused = 0
 
     def warm_up(self) -> None:
@@ -169,8 +169,9 @@ class Scheduler:
         self._remove(seq)
 
     def _emit(self, req: Request, ev: Event) -> None:
-        req.push(ev, wake=False)
-        self.touched[id(req)] = req
+        if (held := self.touched.get(id(req))) is None:
+            held = self.touched[id(req)] = (req, [])
+        held[1].append(ev)
 
     # -- admission -----------------------------------------------------------------------
     def add(self, req: Request) -> None:
@@ -332,19 +333,22 @@ class Scheduler:
         for s in batch:
             s.todo = []
             s.fed += 1
+        top = None
         with self.autocast or contextlib.nullcontext():
             if self.decoder is not None:
-                logits = self.decoder(x)
+                logits, top = self.decoder.step(x)
             else:
                 self.cache.bind_decode(n)
                 h = self.model.hidden_states(x[:, None], cache=self.cache)[:, 0]
                 logits = self.model.lm_head(h).float()
-        self._accept(batch, logits)
+        self._accept(batch, logits, top)
 
     # -- after sampling ------------------------------------------------------------------
-    def _accept(self, seqs: list[Seq], logits: torch.Tensor) -> None:
+    def _accept(self, seqs: list[Seq], logits: torch.Tensor, top: torch.Tensor | None = None) -> None:
+        """Sample each sequence's next token from its row of logits (top: their argmax,
+        where the decode graph computed it) and act on it."""
         banned = [self._banned(s) for s in seqs]
-        draws = sample_batch(logits, [s.sampler for s in seqs], banned)
+        draws = sample_batch(logits, [s.sampler for s in seqs], banned, top)
         for s, d in zip(seqs, draws):
             self._take(s, d)
 
@@ -446,5 +450,5 @@ class Scheduler:
             # One wake-up per request per step: a reader woken per token would fight the
             # scheduler thread for the GIL.
             touched, self.touched = self.touched, {}
-            for req in touched.values():
-                req.wake()
+            for req, evs in touched.values():
+                req.push_many(evs)

@@ -29,7 +29,7 @@ class PromptTooLong(ChatsmithError):
         self.prompt_tokens, self.limit = prompt_tokens, limit
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     """One thing that happened to one choice of a request."""
 
@@ -76,18 +76,16 @@ class Request:
         self._async: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     # -- the engine's side (scheduler thread) --------------------------------------------
-    def push(self, ev: Event, wake: bool = True) -> None:
-        """Queue an event; wake=False leaves waking the reader to a later `wake()` (the
-        scheduler wakes each request once per step, not once per token)."""
-        with self._cond:
-            self._events.append(ev)
-            if ev.kind == "done":
-                self._done += 1
-        if wake:
-            self.wake()
+    def push(self, ev: Event) -> None:
+        """Queue one event and wake the reader."""
+        self.push_many([ev])
 
-    def wake(self) -> None:
+    def push_many(self, evs: list[Event]) -> None:
+        """Queue several events and wake the reader once (the scheduler's end of a step):
+        one lock round for the step's events instead of one per token."""
         with self._cond:
+            self._events.extend(evs)
+            self._done += sum(ev.kind == "done" for ev in evs)
             self._cond.notify_all()
             waiter = self._async
         if waiter is not None:

@@ -58,7 +58,7 @@ def byte_table(tok: BPETokenizer) -> list[bytes | None] | None:
     return table
 
 
-@dataclass
+@dataclass(slots=True)
 class Pushed:
     text: str = ""  # newly released visible text
     stopped: bool = False  # a stop string was found (text is cut before it)
@@ -112,14 +112,16 @@ class TurnText:
                 return Pushed()
             delta = now[len(before) :]
             self._prefix, self._read = self._read, len(self._ids)
-        start = max(0, len(self._text) - max((len(s) for s in self.stop), default=0))
+        if not self.stop:  # the common case, and the one per-token cost here: keep it short
+            self._text += delta
+            return Pushed(self._release(len(self._text)))
+        start = max(0, len(self._text) - max(len(s) for s in self.stop))
         self._text += delta
-        if self.stop:
-            hits = [i for i in (self._text.find(s, start) for s in self.stop) if i >= 0]
-            if hits:
-                self._text = self._text[: min(hits)]
-                self._utf8.reset()  # bytes after the stop string are not output
-                return Pushed(self._release(len(self._text)), stopped=True)
+        hits = [i for i in (self._text.find(s, start) for s in self.stop) if i >= 0]
+        if hits:
+            self._text = self._text[: min(hits)]
+            self._utf8.reset()  # bytes after the stop string are not output
+            return Pushed(self._release(len(self._text)), stopped=True)
         return Pushed(self._release(len(self._text) - self._held_back()))
 
     def _held_back(self) -> int:
