@@ -4,8 +4,9 @@ the eager time.
 A decode step computes one token for each running sequence: a few dozen small operations
 per layer, each of which costs more to dispatch from Python than to run at these sizes.
 torch.compile turns the step into one graph (fused elementwise kernels, the weights packed
-for the matmuls when `freeze`), so the time goes to the arithmetic. Prefill chunks stay
-eager: they are large enough that dispatch does not matter.
+for the matmuls when `freeze`), so the time goes to the arithmetic. A long prompt's chunks
+stay eager: they are large enough that dispatch does not matter; short prompts packed
+together have a compiled graph of their own on CPUs (engine/prefill.py).
 
 Two graphs cover every step: one for a single sequence (torch specialises a size of 1) and
 one for any number above, with the batch and the context length symbolic. `warm_up`

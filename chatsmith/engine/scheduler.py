@@ -26,6 +26,7 @@ import torch
 
 from chatsmith.common.log import warn
 from chatsmith.engine.decode import CompiledDecode
+from chatsmith.engine.prefill import CompiledPrefill
 from chatsmith.engine.sampling import Draw, SeqSampler, sample_batch
 from chatsmith.engine.sequence import Event, Request, Seq
 from chatsmith.engine.text import TurnText, special_ids, token_id_or
@@ -91,6 +92,8 @@ class Scheduler:
             n_slots + prefix_slots, c.n_layer, c.n_kv_head, c.head_dim, max_len, w.device, kv_dtype
         )
         self.decoder = CompiledDecode(model, self.cache, freeze) if compile else None
+        # Packed prompts through one compiled graph too, where its C++ attention runs (CPUs).
+        self.prefiller = CompiledPrefill(model, self.cache) if self.decoder and self.decoder.kernel else None
         self.live: list[Seq] = []  # live[i] sits in cache slot i
         self.prefilling: Seq | None = None  # always the last of `live` while it runs
         self.waiting: deque[Request] = deque()
@@ -113,7 +116,15 @@ class Scheduler:
             self.decoder.warm_up()
         except Exception as e:  # torch raises many kinds here (BackendCompilerFailed, OSError, ...)
             warn(f"compiling the decode step failed, decoding eagerly: {type(e).__name__}: {e}")
-            self.decoder = None
+            self.decoder = self.prefiller = None
+            return
+        if self.prefiller is None:
+            return
+        try:
+            self.prefiller.warm_up()
+        except Exception as e:
+            warn(f"compiling the packed prefill failed, prefilling eagerly: {type(e).__name__}: {e}")
+            self.prefiller = None
 
     # -- bookkeeping ----------------------------------------------------------------------
     @property
@@ -221,20 +232,24 @@ class Scheduler:
     def _prefill_whole(self, group: list[Seq]) -> int:
         """One forward for several whole prompts packed in a row; each then samples its
         first token. Returns the prompt tokens computed."""
-        self.cache.bind_prefills([(s.slot, len(s.todo)) for s in group])
-        ids = [t for s in group for t in s.todo]
-        ends = torch.tensor([len(s.todo) for s in group], device=self.device).cumsum(0) - 1
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        n = sum(len(s.todo) for s in group)
+        top = None
         with self.autocast or contextlib.nullcontext():
-            h = self.model.hidden_states(x, cache=self.cache)[0]
-            logits = self.model.lm_head(h[ends]).float()  # (len(group), V): each prompt's last
+            if self.prefiller is not None and n > 1:
+                logits, top = self.prefiller([(s.slot, s.todo) for s in group])
+            else:
+                self.cache.bind_prefills([(s.slot, len(s.todo)) for s in group])
+                ends = torch.tensor([len(s.todo) for s in group], device=self.device).cumsum(0) - 1
+                x = torch.tensor([[t for s in group for t in s.todo]], dtype=torch.long, device=self.device)
+                h = self.model.hidden_states(x, cache=self.cache)[0]
+                logits = self.model.lm_head(h[ends]).float()  # (len(group), V): each prompt's last
         for s in group:
             s.fed += len(s.todo)
             s.todo = []
             self._remember_prefix(s)
-        self.prefill_tokens += len(ids)
-        self._accept(group, logits)
-        return len(ids)
+        self.prefill_tokens += n
+        self._accept(group, logits, top)
+        return n
 
     def _new_seq(self, req: Request, index: int) -> Seq:
         return Seq(

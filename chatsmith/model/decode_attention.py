@@ -14,6 +14,11 @@ cached tokens, bf16, 2 EPYC cores) a layer takes 0.07-0.08 ms with the cache in 
 about 0.2 ms inside the step, where the weights have pushed it out: it then waits on
 memory, reading 4 MB of keys and values per layer; inductor's loops took 0.34-0.51 ms.
 
+The same extension holds `prefill_attention`, the attention of a packed prefill (several
+whole prompts in one row, engine/prefill.py): per prompt one SDPA call over its own tokens
+after its slot's reused prefix, the loop in C++ so that the compiled prefill graph calls it
+as one op.
+
 The kernel is built on first use with torch's C++ extension machinery (the same compiler
 inductor needs for the compiled step, with the vector flags inductor picks for this CPU)
 and kept in torch's extension cache, so later processes load it in a fraction of a second.
@@ -87,6 +92,7 @@ def _build() -> bool:
     if (dt := time.perf_counter() - t0) > 2:  # a build, not a load from the cache
         info(f"built the C++ decode attention in {dt:.0f} s; later runs load it from torch's cache")
     torch.library.register_fake("chatsmith_cpu::decode_attention")(_fake)
+    torch.library.register_fake("chatsmith_cpu::prefill_attention")(_fake)
     return True
 
 
@@ -110,3 +116,21 @@ def attend(
     Sequence b's query attends to its slot's positions < pos[b] and to its own new key,
     softmax(q·k * scale) in float32; all tensors in the cache's dtype. `load()` first."""
     return torch.ops.chatsmith_cpu.decode_attention(q, k_new, v_new, k_cache, v_cache, pos, scale)
+
+
+def prefill_attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slots: torch.Tensor,
+    past: torch.Tensor,
+    lens: torch.Tensor,
+) -> torch.Tensor:
+    """The attention of a packed prefill: q (H, T, D), k, v (G, T, D) hold S prompts in a
+    row, lens (S,) tokens each; prompt s attends causally to its own tokens after the first
+    past[s] positions of slot slots[s] of one layer's cache (slots, G, max_len, D), which it
+    only reads -> (H, T, D). One SDPA call per prompt, the loop in C++. `load()` first."""
+    scale = q.size(-1) ** -0.5
+    return torch.ops.chatsmith_cpu.prefill_attention(q, k, v, k_cache, v_cache, slots, past, lens, scale)

@@ -122,6 +122,13 @@ class SlotKVCache(_Storage):
     def bytes(self) -> int:
         return 2 * self.k.numel() * self.k.element_size()
 
+    def room(self, slot: int, T: int) -> int:
+        """The tokens slot holds, after checking that T more fit."""
+        held = self.lengths[slot]
+        if (end := held + T) > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
+        return held
+
     # -- binding the rows of the next forward pass ---------------------------------------
     def bind_decode(self, n: int) -> None:
         """The next forward is one new token for each of slots 0..n-1."""
@@ -144,9 +151,7 @@ class SlotKVCache(_Storage):
         each after what its slot holds. Each segment attends to its own slot only."""
         pos, self._segments = [], []
         for slot, T in segments:
-            P = self.lengths[slot]
-            if (end := P + T) > self.max_len:
-                raise ValueError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
+            P = self.room(slot, T)
             pos.append(torch.arange(P, P + T, device=self.device))
             self._segments.append((slot, P, T, _causal_mask(T, P, self.device)))
         self._pos = torch.cat(pos)
@@ -154,9 +159,7 @@ class SlotKVCache(_Storage):
 
     def bind_prefill(self, slot: int, T: int) -> None:
         """The next forward is T prompt tokens of one slot, after what it holds."""
-        P = self.lengths[slot]
-        if (end := P + T) > self.max_len:
-            raise ValueError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
+        P = self.room(slot, T)
         self._pos = torch.arange(P, P + T, device=self.device)
         self._mask = _causal_mask(T, P, self.device)
         self._bound = ("prefill", slot, P + T)
@@ -225,6 +228,18 @@ class SlotKVCache(_Storage):
         for i in range(n):
             self.lengths[i] += 1
 
+    def store_prompts(self, k: torch.Tensor, v: torch.Tensor, segments: list[tuple[int, int]]) -> None:
+        """Store a packed prefill's keys/values (k, v: (n_layer, G, T, D), from a
+        PrefillView) into its slots: segments (slot, tokens) in order, each after what its
+        slot holds; the lengths move on."""
+        at = 0
+        for slot, T in segments:
+            P = self.room(slot, T)
+            self.k[:, slot, :, P : P + T] = k[:, :, at : at + T].to(self.k.dtype)
+            self.v[:, slot, :, P : P + T] = v[:, :, at : at + T].to(self.v.dtype)
+            self.lengths[slot] = P + T
+            at += T
+
     def copy_slot(self, src: int, dst: int, n: int | None = None) -> None:
         """Copy the first n tokens (default: all) of slot src into slot dst."""
         n = self.lengths[src] if n is None else n
@@ -286,6 +301,48 @@ class DecodeView:
         w = torch.softmax(torch.cat((cached, own), dim=-1), dim=-1)
         y = w[..., :L] @ V + w[..., L:] * v  # (n, G, H/G, D)
         return y.view(n, H, 1, D).to(q.dtype)
+
+    def advance(self, n: int) -> None:
+        pass  # the caller stores new_k/new_v and moves the lengths on
+
+
+class PrefillView:
+    """Several slots of a SlotKVCache, read-only, for one packed prefill inside a compiled
+    graph (engine/prefill.py): the prompts sit one after another in one row, and each attends
+    causally to its own tokens after what its slot already holds (a reused prefix).
+
+    As DecodeView, it never writes the cache: the new keys/values are handed back (`new_k`,
+    `new_v`) for SlotKVCache.store_prompts. k, v: the cache's storage; pos (T,): each
+    token's position in its slot; slots, past, lens (S,): each prompt's slot, the tokens that
+    slot holds, and the prompt's length. The attention is model/decode_attention.py's
+    prefill op (CPU; loaded by the caller).
+    """
+
+    def __init__(
+        self,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pos: torch.Tensor,
+        slots: torch.Tensor,
+        past: torch.Tensor,
+        lens: torch.Tensor,
+    ) -> None:
+        self.k, self.v, self.pos = k, v, pos
+        self.slots, self.past, self.lens = slots, past, lens
+        self.new_k: list[torch.Tensor] = []
+        self.new_v: list[torch.Tensor] = []
+
+    def positions(self, T: int) -> torch.Tensor:
+        return self.pos
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # q (1, H, T, D); k, v (1, G, T, D)
+        self.new_k.append(k[0])
+        self.new_v.append(v[0])
+        y = decode_attention.prefill_attend(
+            q[0].to(k.dtype), k[0], v[0], self.k[layer], self.v[layer], self.slots, self.past, self.lens
+        )
+        return y[None].to(q.dtype)
 
     def advance(self, n: int) -> None:
         pass  # the caller stores new_k/new_v and moves the lengths on

@@ -9,11 +9,15 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <optional>
 #include <cstdlib>
 #include <type_traits>
 #include <vector>
@@ -403,10 +407,54 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_new, const 
   return y;
 }
 
+// A packed prefill's attention: q (H, T, D), k, v (G, T, D) hold S prompts one after
+// another (lens[s] tokens each); prompt s attends causally over its own new keys, after
+// the first past[s] positions its slot already holds in the caches (slots, G, max_len, D).
+// The loop over prompts runs here, not in Python: one SDPA call per prompt at about the cost
+// of the call itself. The caches are read only; the caller stores k and v.
+at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& slots,
+                             const at::Tensor& past, const at::Tensor& lens, double scale) {
+  TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && k.sizes() == v.sizes(),
+              "prefill_attention: q is (H, T, D), k and v (G, T, D)");
+  TORCH_CHECK(k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), "prefill_attention: the caches are (slots, G, max_len, D)");
+  const int64_t H = q.size(0), T = q.size(1), G = k.size(0);
+  TORCH_CHECK(k.size(1) == T && k_cache.size(1) == G && H % G == 0, "prefill_attention: mismatched heads or lengths");
+  TORCH_CHECK(slots.dim() == 1 && past.sizes() == slots.sizes() && lens.sizes() == slots.sizes() &&
+                  slots.scalar_type() == at::kLong && past.scalar_type() == at::kLong && lens.scalar_type() == at::kLong,
+              "prefill_attention: slots, past and lens are (S,) int64");
+  const auto sl = slots.contiguous(), pa = past.contiguous(), le = lens.contiguous();
+  const int64_t *slot = sl.const_data_ptr<int64_t>(), *P = pa.const_data_ptr<int64_t>(), *n = le.const_data_ptr<int64_t>();
+  at::Tensor y = at::empty({H, T, q.size(2)}, q.options());
+  int64_t at = 0;
+  for (int64_t s = 0; s < sl.numel(); s++) {
+    TORCH_CHECK(n[s] > 0 && at + n[s] <= T, "prefill_attention: the prompt lengths do not add up to ", T);
+    TORCH_CHECK(slot[s] >= 0 && slot[s] < k_cache.size(0) && P[s] >= 0 && P[s] + n[s] <= k_cache.size(2),
+                "prefill_attention: prompt ", s, " does not fit its slot");
+    at::Tensor ks = k.narrow(1, at, n[s]), vs = v.narrow(1, at, n[s]);
+    std::optional<at::Tensor> mask;
+    if (P[s] > 0) {  // after a reused prefix: its keys first, and the causal mask shifted by it
+      ks = at::cat({k_cache[slot[s]].narrow(1, 0, P[s]), ks}, 1);
+      vs = at::cat({v_cache[slot[s]].narrow(1, 0, P[s]), vs}, 1);
+      mask = at::ones({n[s], P[s] + n[s]}, q.options().dtype(at::kBool)).tril(P[s]);
+    }
+    const at::Tensor out = at::scaled_dot_product_attention(q.narrow(1, at, n[s]).unsqueeze(0), ks.unsqueeze(0),
+                                                            vs.unsqueeze(0), mask, 0.0, !mask.has_value(), scale, H != G);
+    y.narrow(1, at, n[s]).copy_(out[0]);
+    at += n[s];
+  }
+  TORCH_CHECK(at == T, "prefill_attention: the prompt lengths do not add up to ", T);
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(chatsmith_cpu, m) {
   m.def("decode_attention(Tensor q, Tensor k_new, Tensor v_new, Tensor k_cache, Tensor v_cache, Tensor pos, float scale) -> Tensor");
+  m.def("prefill_attention(Tensor q, Tensor k, Tensor v, Tensor k_cache, Tensor v_cache, Tensor slots, Tensor past, Tensor lens, float scale) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(chatsmith_cpu, CPU, m) { m.impl("decode_attention", &decode_attention); }
+TORCH_LIBRARY_IMPL(chatsmith_cpu, CPU, m) {
+  m.impl("decode_attention", &decode_attention);
+  m.impl("prefill_attention", &prefill_attention);
+}
