@@ -16,7 +16,10 @@ greedily and produces exactly `--new-tokens` tokens (neither stops at `<|im_end|
 - prefix cache: TTFT of a long prompt whose first tokens (a shared system prompt) another
   request already ran, against the same engine with the prefix cache off.
 
-Each figure is the best of `--repeats` runs after a warm-up. `tokens_match` checks greedy
+Each figure is the best of `--repeats` runs after a warm-up. The runs go in rounds (batch
+1, then each concurrency, then again), so every figure samples the same minutes: on a
+shared host whose speed drifts, measuring all of batch 1 first and all of 32 at once last
+moved their ratio by 10 % or more from one bench to the next. `tokens_match` checks greedy
 agreement in float32 up to the end of the first turn. Both sides run in the same dtype:
 `auto` is bf16 on GPUs and on CPUs with native bf16 matmuls, float32 elsewhere; the engine
 decodes through its compiled step unless `--compile off`.
@@ -214,15 +217,19 @@ def bench_generate(
                 compile,
             )
 
+            xs = {c: torch.tensor(variants(tok, prompt_tokens, c), device=dev) for c in concurrency}
             hf_run(hf, x, new_tokens)  # warm-up
             hf_run(hf, x, 1)
-            hf_total = min(hf_run(hf, x, new_tokens)[0] for _ in range(repeats))
-            hf_ttft = min(hf_run(hf, x, 1)[0] for _ in range(repeats))
-            hf_conc = {}
             for c in concurrency:
-                xb = torch.tensor(variants(tok, prompt_tokens, c), dtype=torch.long, device=dev)
-                hf_run(hf, xb, new_tokens)
-                hf_conc[c] = c * new_tokens / min(hf_run(hf, xb, new_tokens)[0] for _ in range(repeats))
+                hf_run(hf, xs[c], new_tokens)
+            totals, ttfts, hf_runs = [], [], {c: [] for c in concurrency}
+            for _ in range(repeats):  # in rounds, as the engine's side
+                totals.append(hf_run(hf, x, new_tokens)[0])
+                ttfts.append(hf_run(hf, x, 1)[0])
+                for c in concurrency:
+                    hf_runs[c].append(hf_run(hf, xs[c], new_tokens)[0])
+            hf_total, hf_ttft = min(totals), min(ttfts)
+            hf_conc = {c: c * new_tokens / min(r) for c, r in hf_runs.items()}
 
     cs_ttft, cs_decode, conc, prefix = ours["ttft"], ours["decode"], ours["concurrent"], ours["prefix"]
     hf_decode = hf_total - hf_ttft
@@ -292,13 +299,16 @@ def _engine_side(
     eng, tok = box["eng"], box["tok"]
     prompt = build_prompt(tok, prompt_tokens)
     try:
+        ps = {c: variants(tok, prompt_tokens, c) for c in concurrency}
         chatsmith_run(eng, prompt, new_tokens)  # warm-up
-        cs = [chatsmith_run(eng, prompt, new_tokens)[:2] for _ in range(repeats)]
-        conc = {}
         for c in concurrency:
-            ps = variants(tok, prompt_tokens, c)
-            chatsmith_concurrent(eng, ps, new_tokens)
-            conc[c] = max(chatsmith_concurrent(eng, ps, new_tokens) for _ in range(repeats))
+            chatsmith_concurrent(eng, ps[c], new_tokens)
+        cs, runs = [], {c: [] for c in concurrency}
+        for _ in range(repeats):  # in rounds: see the module docstring
+            cs.append(chatsmith_run(eng, prompt, new_tokens)[:2])
+            for c in concurrency:
+                runs[c].append(chatsmith_concurrent(eng, ps[c], new_tokens))
+        conc = {c: max(r) for c, r in runs.items()}
         prefix = prefix_cache_run(eng, tok, eng.model.cfg.seq_len - new_tokens, repeats)
         compiled = eng.sched.decoder is not None
     finally:
