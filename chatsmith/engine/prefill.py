@@ -10,7 +10,8 @@ of 64 tokens on the demo model, bf16, 2 EPYC cores: 58-66 ms against 73-80 ms ea
 The graph reads the cache and returns the new keys/values, which are stored afterwards
 (kv_cache.PrefillView says why). Packed length and prompt count are symbolic; torch
 specialises a count of 1, so one prompt and several prompts are two graphs, both compiled
-on first use and kept in torch's on-disk cache. A single token goes eagerly. The weights
+by `warm_up` (the scheduler's, with the decode step) and kept in torch's on-disk cache. A
+single token goes eagerly. The weights
 stay inputs of the graph (no freezing): the matmuls gain nothing from it at these sizes,
 and the graph stays valid while an RL run changes the weights.
 """
