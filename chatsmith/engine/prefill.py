@@ -11,9 +11,9 @@ The graph reads the cache and returns the new keys/values, which are stored afte
 (kv_cache.PrefillView says why). Packed length and prompt count are symbolic; torch
 specialises a count of 1, so one prompt and several prompts are two graphs, both compiled
 by `warm_up` (the scheduler's, with the decode step) and kept in torch's on-disk cache. A
-single token goes eagerly. The weights
-stay inputs of the graph (no freezing): the matmuls gain nothing from it at these sizes,
-and the graph stays valid while an RL run changes the weights.
+single token goes eagerly. The weights stay inputs of the graph (no freezing): the matmuls
+gain nothing from it at these sizes, and the graph stays valid while an RL run changes the
+weights.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@
 
 #include <algorithm>
 #include <optional>
-#include <cstdlib>
 #include <type_traits>
 #include <vector>
 
