@@ -20,12 +20,12 @@ def built() -> None:
 def reference(q, k_new, v_new, K, V, pos, scale):
     """Each query over its slot's positions < pos and its own new key, in float64."""
     n, H, D = q.shape
-    G = K.size(1)
+    G = K.size(2)
     out = torch.empty(n, H, D, dtype=torch.float64)
     for b in range(n):
         L = int(pos[b])
-        keys = torch.cat((K[b, :, :L], k_new[b, :, None]), 1).double()  # (G, L+1, D)
-        vals = torch.cat((V[b, :, :L], v_new[b, :, None]), 1).double()
+        keys = torch.cat((K[b, :L].transpose(0, 1), k_new[b, :, None]), 1).double()  # (G, L+1, D)
+        vals = torch.cat((V[b, :L].transpose(0, 1), v_new[b, :, None]), 1).double()
         keys, vals = keys.repeat_interleave(H // G, 0), vals.repeat_interleave(H // G, 0)
         w = torch.softmax(q[b].double()[:, None] @ keys.transpose(-1, -2) * scale, -1)  # (H, 1, L+1)
         out[b] = (w @ vals)[:, 0]
@@ -33,20 +33,25 @@ def reference(q, k_new, v_new, K, V, pos, scale):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(("H", "G", "D"), [(4, 2, 16), (8, 8, 32), (4, 1, 64)])
-def test_kernel_matches_float64_attention(dtype, H: int, G: int, D: int) -> None:
+@pytest.mark.parametrize(("H", "G", "D"), [(4, 2, 16), (8, 8, 32), (4, 1, 64), (8, 2, 128)])
+@pytest.mark.parametrize("lengths", ["mixed", "one long", "few long"])
+def test_kernel_matches_float64_attention(dtype, H: int, G: int, D: int, lengths: str) -> None:
     g = torch.Generator().manual_seed(H * 100 + D)
-    slots, max_len = 9, 70
-    # Lengths on both sides of the 16-key blocks; 0 attends to its own key only.
-    pos = torch.tensor([0, 1, 15, 16, 17, 33, 47, 69])
-    n = pos.numel()
-    K, V = (torch.randn(slots, G, max_len, D, generator=g).to(dtype) for _ in range(2))
+    pos = {
+        # Lengths on both sides of the 16-key blocks; 0 attends to its own key only.
+        "mixed": torch.tensor([0, 1, 15, 16, 17, 33, 47, 69]),
+        # Fewer sequences than threads on a long context: each one's heads split across them.
+        "one long": torch.tensor([2500]),
+        "few long": torch.tensor([2100, 40]),
+    }[lengths]
+    n, slots, max_len = pos.numel(), 9, int(pos.max()) + 2
+    K, V = (torch.randn(slots, max_len, G, D, generator=g).to(dtype) for _ in range(2))
     q = torch.randn(n, H, D, generator=g).to(dtype)
     k_new, v_new = (torch.randn(n, G, D, generator=g).to(dtype) for _ in range(2))
     # Stale numbers past each length must not be read: make them huge.
     for b, L in enumerate(pos.tolist()):
-        K[b, :, L:] = 1e4
-        V[b, :, L:] = 1e4
+        K[b, L:] = 1e4
+        V[b, L:] = 1e4
     got = decode_attention.attend(q, k_new, v_new, K, V, pos, D**-0.5)
     want = reference(q, k_new, v_new, K, V, pos, D**-0.5)
     assert got.dtype == dtype and got.shape == (n, H, D)
@@ -55,9 +60,9 @@ def test_kernel_matches_float64_attention(dtype, H: int, G: int, D: int) -> None
 
 
 def test_kernel_reads_strided_layer_views_of_the_cache() -> None:
-    """The decode step hands it one layer of the (layers, slots, G, max_len, D) storage."""
+    """The decode step hands it one layer of the (layers, slots, max_len, G, D) storage."""
     g = torch.Generator().manual_seed(3)
-    store = torch.randn(3, 5, 2, 40, 32, generator=g)
+    store = torch.randn(3, 5, 40, 2, 32, generator=g)
     q, k_new, v_new = torch.randn(4, 2, 32, generator=g), torch.randn(4, 2, 32), torch.randn(4, 2, 32)
     pos = torch.tensor([3, 20, 39, 7])
     got = decode_attention.attend(q, k_new, v_new, store[1], store[2], pos, 0.2)
@@ -66,7 +71,7 @@ def test_kernel_reads_strided_layer_views_of_the_cache() -> None:
 
 
 def test_kernel_refuses_a_position_outside_the_cache() -> None:
-    K = torch.zeros(2, 1, 8, 16)
+    K = torch.zeros(2, 8, 1, 16)  # (slots, max_len, G, D)
     q, kv = torch.zeros(2, 1, 16), torch.zeros(2, 1, 16)
     with pytest.raises(RuntimeError, match="outside a cache of 8"):
         decode_attention.attend(q, kv, kv, K, K, torch.tensor([3, 8]), 1.0)

@@ -32,7 +32,7 @@ def test_decode_view_attends_like_the_cache_and_stores_the_same_keys(model) -> N
         pos = torch.tensor(mine.lengths[:4])
         view = DecodeView(mine.k, mine.v, pos, max(mine.lengths[:4]))
         got = model.lm_head(model.hidden_states(ids[:, None], cache=view)[:, 0]).float()
-        mine.append(torch.stack(view.new_k, 1), torch.stack(view.new_v, 1), pos)
+        mine.append(torch.stack(view.new_k), torch.stack(view.new_v), pos)
         assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
         ids = want.argmax(-1)
     assert mine.lengths == ref.lengths

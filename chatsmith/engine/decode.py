@@ -74,7 +74,7 @@ class CompiledDecode:
         # The greedy tokens come out of the same graph, fused with the logits' last pass:
         # an eager argmax over (32, V) afterwards cost more than a tenth of a millisecond.
         top = logits.argmax(-1)
-        return logits, top, torch.stack(view.new_k, 1), torch.stack(view.new_v, 1)
+        return logits, top, torch.stack(view.new_k), torch.stack(view.new_v)  # (n_layer, n, G, D)
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (n,): the next token of slots 0..n-1 -> logits (n, V); the cache moves on."""

@@ -38,7 +38,14 @@ def _causal_mask(T: int, P: int, device: torch.device) -> torch.Tensor:
 
 
 class _Storage:
-    """Keys and values of every layer for `rows` sequences of up to max_len tokens."""
+    """Keys and values of every layer for `rows` sequences of up to max_len tokens.
+
+    Stored (n_layer, rows, max_len, n_kv_head, head_dim): a position's keys of all heads
+    are one run, so a sequence's cached keys are one contiguous block that the CPU decode
+    kernel reads in order, and a decode step stores one run per layer and sequence (see
+    model/decode_attention.py). Attention sees them as (B, G, L, D) views, the layout the
+    projections produce, which SDPA takes on every device.
+    """
 
     def __init__(
         self,
@@ -50,7 +57,7 @@ class _Storage:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        shape = (n_layer, rows, n_kv_head, max_len, head_dim)
+        shape = (n_layer, rows, max_len, n_kv_head, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
@@ -92,9 +99,9 @@ class KVCache(_Storage):
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         end = self.length + k.size(2)
-        self.k[layer, :, :, self.length : end] = k
-        self.v[layer, :, :, self.length : end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], self._mask
+        self.k[layer, :, self.length : end] = k.transpose(1, 2)
+        self.v[layer, :, self.length : end] = v.transpose(1, 2)
+        return self.k[layer, :, :end].transpose(1, 2), self.v[layer, :, :end].transpose(1, 2), self._mask
 
     def advance(self, n: int) -> None:
         self.length += n
@@ -179,13 +186,19 @@ class SlotKVCache(_Storage):
         mode, a, L = self._bound
         k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # under autocast the projections may differ
         if mode == "decode":  # k (n, G, 1, D) -> position lengths[b] of slot b
-            self.k[layer][self._rows, :, self._pos] = k[:, :, 0]
-            self.v[layer][self._rows, :, self._pos] = v[:, :, 0]
-            return self.k[layer, :a, :, :L], self.v[layer, :a, :, :L], self._mask
+            self.k[layer][self._rows, self._pos] = k[:, :, 0]
+            self.v[layer][self._rows, self._pos] = v[:, :, 0]
+            return self._seen(layer, slice(0, a), L)
         P = L - k.size(2)  # prefill: k (1, G, T, D)
-        self.k[layer, a, :, P:L] = k[0]
-        self.v[layer, a, :, P:L] = v[0]
-        return self.k[layer, a : a + 1, :, :L], self.v[layer, a : a + 1, :, :L], self._mask
+        self.k[layer, a, P:L] = k[0].transpose(0, 1)
+        self.v[layer, a, P:L] = v[0].transpose(0, 1)
+        return self._seen(layer, slice(a, a + 1), L)
+
+    def _seen(
+        self, layer: int, rows: slice, L: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The first L positions of rows, as (B, G, L, D) views, and the bound mask."""
+        return self.k[layer, rows, :L].transpose(1, 2), self.v[layer, rows, :L].transpose(1, 2), self._mask
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self._bound[0] != "prefills":
@@ -194,9 +207,9 @@ class SlotKVCache(_Storage):
         # segment stores its keys in its slot and attends over that slot alone.
         out, i = [], 0
         for slot, P, T, mask in self._segments:
-            self.k[layer, slot, :, P : P + T] = k[0, :, i : i + T]
-            self.v[layer, slot, :, P : P + T] = v[0, :, i : i + T]
-            K, V = self.k[layer, slot : slot + 1, :, : P + T], self.v[layer, slot : slot + 1, :, : P + T]
+            self.k[layer, slot, P : P + T] = k[0, :, i : i + T].transpose(0, 1)
+            self.v[layer, slot, P : P + T] = v[0, :, i : i + T].transpose(0, 1)
+            K, V, _ = self._seen(layer, slice(slot, slot + 1), P + T)
             qs = q[:, :, i : i + T].to(K.dtype)
             y = F.scaled_dot_product_attention(qs, K, V, attn_mask=mask, enable_gqa=q.size(1) != K.size(1))
             out.append(y.to(q.dtype))
@@ -219,24 +232,28 @@ class SlotKVCache(_Storage):
 
     # -- the engine's side ------------------------------------------------------------------
     def append(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
-        """Store one new token per slot 0..n-1 (k, v: (n, n_layer, G, D), from a DecodeView
+        """Store one new token per slot 0..n-1 (k, v: (n_layer, n, G, D), from a DecodeView
         step) at positions pos (n,), each slot's length, and move the lengths on."""
-        n = k.size(0)
-        rows = torch.arange(n, device=self.device)
-        self.k[:, rows, :, pos] = k.to(self.k.dtype)  # indexes (n, n_layer, G, D)
-        self.v[:, rows, :, pos] = v.to(self.v.dtype)
+        n = k.size(1)
+        k, v = k.to(self.k.dtype), v.to(self.v.dtype)
+        if self.device.type == "cpu" and decode_attention.ready():  # a copy loop: ~0.1 ms less a step
+            decode_attention.store_decoded(self.k, self.v, k, v, pos)
+        else:
+            rows = torch.arange(n, device=self.device)
+            self.k[:, rows, pos] = k  # indexes (n_layer, n, G, D)
+            self.v[:, rows, pos] = v
         for i in range(n):
             self.lengths[i] += 1
 
     def store_prompts(self, k: torch.Tensor, v: torch.Tensor, segments: list[tuple[int, int]]) -> None:
-        """Store a packed prefill's keys/values (k, v: (n_layer, G, T, D), from a
+        """Store a packed prefill's keys/values (k, v: (n_layer, T, G, D), from a
         PrefillView) into its slots: segments (slot, tokens) in order, each after what its
         slot holds; the lengths move on."""
         at = 0
         for slot, T in segments:
             P = self.room(slot, T)
-            self.k[:, slot, :, P : P + T] = k[:, :, at : at + T].to(self.k.dtype)
-            self.v[:, slot, :, P : P + T] = v[:, :, at : at + T].to(self.v.dtype)
+            self.k[:, slot, P : P + T] = k[:, at : at + T].to(self.k.dtype)
+            self.v[:, slot, P : P + T] = v[:, at : at + T].to(self.v.dtype)
             self.lengths[slot] = P + T
             at += T
 
@@ -244,8 +261,8 @@ class SlotKVCache(_Storage):
         """Copy the first n tokens (default: all) of slot src into slot dst."""
         n = self.lengths[src] if n is None else n
         if src != dst and n > 0:
-            self.k[:, dst, :, :n] = self.k[:, src, :, :n]
-            self.v[:, dst, :, :n] = self.v[:, src, :, :n]
+            self.k[:, dst, :n] = self.k[:, src, :n]
+            self.v[:, dst, :n] = self.v[:, src, :n]
         self.lengths[dst] = n
 
     def free(self, slot: int) -> None:
@@ -259,7 +276,7 @@ class DecodeView:
     storage every step, so this view never writes: each query attends over its slot's
     cached keys (positions < pos) and, separately, over its own new key, in one softmax;
     the new keys/values are handed back (`new_k`, `new_v`) for the caller to store.
-    k, v: the cache's (n_layer, slots, G, max_len, D) storage; pos (n,): each slot's length;
+    k, v: the cache's (n_layer, slots, max_len, G, D) storage; pos (n,): each slot's length;
     L: the longest of them (at least the largest pos). kernel: attend with the C++ kernel of
     model/decode_attention.py (loaded by the caller) instead of the PyTorch ops below.
     """
@@ -292,7 +309,7 @@ class DecodeView:
                 D**-0.5,
             )
             return y[:, :, None].to(q.dtype)
-        K, V = self.k[layer, :n, :, :L], self.v[layer, :n, :, :L]  # (n, G, L, D)
+        K, V = self.k[layer, :n, :L].transpose(1, 2), self.v[layer, :n, :L].transpose(1, 2)  # (n, G, L, D)
         qg = q.to(K.dtype).view(n, G, H // G, D) * D**-0.5  # queries grouped by their kv head
         cached = qg @ K.transpose(-1, -2)  # (n, G, H/G, L)
         seen = torch.arange(L, device=K.device)[None, :] < self.pos[:, None]  # (n, L)
@@ -337,8 +354,8 @@ class PrefillView:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # q (1, H, T, D); k, v (1, G, T, D)
-        self.new_k.append(k[0])
-        self.new_v.append(v[0])
+        self.new_k.append(k[0].transpose(0, 1))  # (T, G, D): the cache's order
+        self.new_v.append(v[0].transpose(0, 1))
         y = decode_attention.prefill_attend(
             q[0].to(k.dtype), k[0], v[0], self.k[layer], self.v[layer], self.slots, self.past, self.lens
         )

@@ -1,10 +1,12 @@
 // One decode step's attention on CPUs: each sequence's new query against the keys its
 // slot holds (positions < pos[b]) and its own new key, in one float32 softmax.
 //
-// Work is split by (sequence, kv head): the keys and values of one such pair are read once,
-// for every query head that shares them, as rows of D contiguous numbers. Scores, softmax
-// and the weighted sum of values stay in float32 registers and a small per-thread buffer;
-// only the output is written. See chatsmith/model/decode_attention.py for why.
+// The caches are (slots, max_len, G, D): a position's keys of all kv heads are one run of
+// G * D numbers, so a sequence's keys and values are two runs read in order. Work is split
+// by sequence (or, for fewer sequences than threads on a long context, by its kv heads):
+// scores for a block of 16 keys at a time for every query head, one float32 softmax per
+// head, then the values block by block, with rows asked for a fixed distance ahead of the
+// reads. Only the output is written. See chatsmith/model/decode_attention.py for why.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/functional.h>
@@ -17,6 +19,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -63,31 +66,6 @@ inline float dot(const Vec* a, const Vec* b) {
   return at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, acc);
 }
 
-template <typename T, int D>
-inline void prefetch_row(const T* p) {
-  for (int i = 0; i < D * int(sizeof(T)); i += 64) __builtin_prefetch(reinterpret_cast<const char*>(p) + i);
-}
-
-// Ask for all the keys and values of the next task (into L2) before working on this one.
-// Inside a decode step the cache is rarely still in L3 (the weights ran through it since
-// the last step), and each task's rows are short runs that the hardware prefetcher only
-// picks up late: without this the kernel waits on memory at a fraction of its bandwidth.
-// A whole task ahead is the distance that paid (about a tenth off the 32-sequence step).
-template <typename T, int D>
-inline void prefetch_task(const T* K, const T* V, const int64_t* sK, const int64_t* sV, const int64_t* pos,
-                          int64_t G, int64_t task, int64_t end) {
-  if (task >= end) return;
-  const int64_t b = task / G, g = task % G;
-  const char* k = reinterpret_cast<const char*>(K + b * sK[0] + g * sK[1]);
-  const char* v = reinterpret_cast<const char*>(V + b * sV[0] + g * sV[1]);
-  const int64_t row_k = sK[2] * int64_t(sizeof(T)), row_v = sV[2] * int64_t(sizeof(T));
-  for (int64_t l = 0; l < pos[b]; l++)
-    for (int i = 0; i < D * int(sizeof(T)); i += 64) {
-      __builtin_prefetch(k + l * row_k + i, 0, 2);
-      __builtin_prefetch(v + l * row_v + i, 0, 2);
-    }
-}
-
 #if defined(CPU_CAPABILITY_AVX512)
 // The 16 horizontal sums of v[0..15], as one vector: lane j holds the sum of v[j]'s lanes.
 inline Vec sum16(const Vec* v) {
@@ -105,13 +83,111 @@ inline Vec sum16(const Vec* v) {
 }
 #endif
 
-// Tasks per thread: chunks of at least ~2k key rows each; below that, waking a second
-// thread costs more than it saves.
-inline int64_t grain(const int64_t* pos, int64_t n) {
-  int64_t longest = 0;
-  for (int64_t b = 0; b < n; b++) longest = std::max(longest, pos[b]);
-  return std::max<int64_t>(1, 2048 / (longest + 1));
+// Positions are read in blocks of BLOCK: first every block's keys (scores for each query
+// head), then, after the softmax, every block's values.
+constexpr int BLOCK = 16;
+
+// How the work is cut: a task is one sequence's kv heads [g0, g0 + heads): all of them,
+// unless fewer sequences than threads decode a long context. A thread's chunk of tasks
+// holds at least ~2k key rows: below that, waking a second thread costs more than it saves.
+// fetch: whether to prefetch at all; below 1 MB of keys and values a call's rows are still
+// in the caches, and asking for them again only costs instructions (1-3 % of a one-sequence step).
+struct Split {
+  int64_t parts, heads, grain, longest;
+  bool fetch;
+};
+
+inline Split split_tasks(const int64_t* pos, int64_t n, int64_t G, int64_t row_bytes) {
+  int64_t longest = 0, rows = 0;
+  for (int64_t b = 0; b < n; b++) {
+    longest = std::max(longest, pos[b]);
+    rows += pos[b];
+  }
+  int64_t parts = 1;
+  const int64_t threads = at::get_num_threads();
+  if (n < threads && (longest + 1) * G >= 1024 * threads) {  // few sequences, long enough to share
+    parts = std::min<int64_t>(G, (threads + n - 1) / n);
+    while (G % parts) parts++;
+  }
+  const int64_t heads = G / parts;
+  const bool fetch = 2 * rows * G * row_bytes >= (int64_t(1) << 20);
+  return {parts, heads, std::max<int64_t>(1, 2048 / ((longest + 1) * heads)), longest, fetch};
 }
+
+// A task's rows: the caches are (slots, max_len, G, D), rows of D contiguous numbers, so
+// a sequence's positions are runs of G * D numbers, one after another.
+template <typename T>
+struct Rows {
+  const T *k, *v;
+  int64_t sk, sv, hk, hv;  // strides: position, head
+
+  const T* key(int64_t l, int64_t g) const { return k + l * sk + g * hk; }
+  const T* value(int64_t l, int64_t g) const { return v + l * sv + g * hv; }
+};
+
+template <typename T>
+inline Rows<T> rows_of(const T* K, const T* V, const int64_t* sK, const int64_t* sV, int64_t b) {
+  return {K + b * sK[0], V + b * sV[0], sK[1], sV[1], sK[2], sV[2]};
+}
+
+// Ask for `count` positions' rows of a task's heads from `first` on, one position `stride`
+// numbers after another, into L2. (Into L1 was slower: a block of rows and the next one
+// do not fit there beside what the kernel is reading.)
+template <typename T, int D>
+inline void prefetch_rows(const T* first, int64_t stride, int64_t count, const Split& sp) {
+  if (!sp.fetch) return;
+  const int64_t bytes = sp.heads * D * int64_t(sizeof(T));
+  for (int64_t l = 0; l < count; l++) {
+    const char* c = reinterpret_cast<const char*>(first + l * stride);
+    for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 1);
+  }
+}
+
+// Rows fetched into L2 a fixed distance ahead of the reads, in the order the kernel reads
+// them: each task's blocks of keys, then its blocks of values, then the next task's. Inside
+// a decode step the cache is rarely still in L3 (the weights ran through it since the last
+// step), and the hardware prefetcher does not cross 4 KB pages; this keeps the memory busy
+// while the kernel computes. 32-128 KB ahead gave the same step time; 256 KB was slower
+// (rows fetched too early are pushed out of L2 before they are read).
+constexpr int64_t AHEAD_BYTES = 64 * 1024;
+
+template <typename T, int D>
+struct Ahead {
+  const T *K, *V;
+  const int64_t *sK, *sV, *pos;
+  const Split& sp;
+  int64_t task, end, phase = 0, block = 0;
+
+  Ahead(const T* K_, const T* V_, const int64_t* sK_, const int64_t* sV_, const int64_t* pos_, const Split& sp_,
+        int64_t begin, int64_t end_)
+      : K(K_), V(V_), sK(sK_), sV(sV_), pos(pos_), sp(sp_), task(begin), end(end_) {
+    const int64_t block_bytes = BLOCK * sp.heads * D * int64_t(sizeof(T));
+    if (!sp.fetch) task = end;  // nothing to fetch: every step is a no-op
+    for (int64_t i = std::max<int64_t>(2, AHEAD_BYTES / block_bytes); i > 0; i--) step();
+  }
+
+  // Fetch the next block of the stream (one call per block the kernel reads).
+  void step() {
+    while (task < end && block * BLOCK >= pos[task / sp.parts]) {  // this phase (or task) is done
+      block = 0;
+      if (phase == 0) {
+        phase = 1;
+      } else {
+        phase = 0;
+        task++;
+      }
+    }
+    if (task >= end) return;
+    const int64_t b = task / sp.parts, g0 = task % sp.parts * sp.heads, l = block * BLOCK;
+    const Rows<T> r = rows_of(K, V, sK, sV, b);
+    const int64_t cnt = std::min<int64_t>(BLOCK, pos[b] - l);
+    if (phase == 0)
+      prefetch_rows<T, D>(r.key(l, g0), r.sk, cnt, sp);
+    else
+      prefetch_rows<T, D>(r.value(l, g0), r.sv, cnt, sp);
+    block++;
+  }
+};
 
 // Softmax of nr rows of `len` scores (row r at scores + r * stride), in place, unnormalised:
 // inv[r] is the factor that normalises row r.
@@ -124,94 +200,88 @@ inline void softmax_rows(float* scores, int64_t nr, int64_t stride, int64_t len,
   }
 }
 
-// R query heads share one kv head; at most MAX_R of them are handled per pass over the keys.
-constexpr int MAX_R = 8;
-
+// The generic kernel: float32 or bf16 caches (bf16 widened to float32 row by row), any
+// vector width. Task: one sequence's kv heads; scores[i] holds query head i's L cached
+// scores, then its own new key's; values are summed a block at a time into acc.
 template <typename T, int NV>
 void attend(const T* q, const T* k_new, const T* v_new, const T* K, const T* V, const int64_t* pos,
-            T* y, int64_t n, int64_t H, int64_t G, const int64_t* sK, const int64_t* sV, int64_t M,
-            float scale) {
+            T* y, int64_t n, int64_t H, int64_t G, const int64_t* sK, const int64_t* sV, float scale) {
   constexpr int D = NV * VS;
   const int64_t R = H / G;
-  at::parallel_for(0, n * G, grain(pos, n), [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(MAX_R * (M + 1));
+  const Split sp = split_tasks(pos, n, G, D * int64_t(sizeof(T)));
+  const int64_t QH = sp.heads * R, S = sp.longest + 1;  // query heads per task, scores per head
+  at::parallel_for(0, n * sp.parts, sp.grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(QH * S), inv(QH);
+    std::vector<Vec> acc(QH * NV);
+    Ahead<T, D> ahead(K, V, sK, sV, pos, sp, begin, end);
     for (int64_t task = begin; task < end; task++) {
-      const int64_t b = task / G, g = task % G, L = pos[b];
-      const T* Kb = K + b * sK[0] + g * sK[1];
-      const T* Vb = V + b * sV[0] + g * sV[1];
-      prefetch_task<T, D>(K, V, sK, sV, pos, G, task + 1, end);
-      for (int64_t r0 = 0; r0 < R; r0 += MAX_R) {
-        const int64_t nr = std::min<int64_t>(MAX_R, R - r0);
-        const int64_t h0 = g * R + r0;
-        Vec qv[MAX_R][NV];
-        for (int64_t r = 0; r < nr; r++) {
-          load<NV>(q + (b * H + h0 + r) * D, qv[r]);
-          for (int i = 0; i < NV; i++) qv[r][i] = qv[r][i] * Vec(scale);
-        }
-        // Scores: row r holds the L cached keys, then the sequence's own new key.
-        Vec kv[NV];
-        int64_t l = 0;
+      const int64_t b = task / sp.parts, g0 = task % sp.parts * sp.heads, L = pos[b];
+      const Rows<T> rows = rows_of(K, V, sK, sV, b);
+      for (int64_t l0 = 0; l0 <= L; l0 += BLOCK) {  // the last block ends with the own key
+        const int64_t cnt = std::min<int64_t>(BLOCK, L - l0);
+        if (cnt > 0) ahead.step();
+        prefetch_rows<T, D>(rows.key(l0 + BLOCK, g0), rows.sk, std::min<int64_t>(BLOCK, L - l0 - BLOCK), sp);
+        for (int64_t i = 0; i < QH; i++) {
+          const int64_t g = (g0 * R + i) / R;
+          float* s = scores.data() + i * S;
+          Vec qv[NV], kv[NV];
+          load<NV>(q + (b * H + g0 * R + i) * D, qv);
+          for (int k = 0; k < NV; k++) qv[k] = qv[k] * Vec(scale);
+          int64_t j = 0;
 #if defined(CPU_CAPABILITY_AVX512)
-        // 16 keys at a time: their 16 product vectors are summed in one transposing tree,
-        // three shuffles and adds per key instead of a full horizontal sum each.
-        for (; l + 16 <= L; l += 16) {
-          for (int j = 0; j < 16; j++) {
-            prefetch_row<T, D>(Vb + (l + j) * sV[2]);  // read after the softmax
-            prefetch_row<T, D>(Kb + (l + j + 16) * sK[2]);
-          }
-          for (int64_t r = 0; r < nr; r++) {  // a second head reads the 16 rows from L1
-            Vec prod[16];
-            for (int j = 0; j < 16; j++) {
-              load<NV>(Kb + (l + j) * sK[2], kv);
-              Vec acc = qv[r][0] * kv[0];
-              for (int i = 1; i < NV; i++) acc = at::vec::fmadd(qv[r][i], kv[i], acc);
-              prod[j] = acc;
+          if (cnt == BLOCK) {  // 16 product vectors summed in one transposing tree
+            Vec prod[BLOCK];
+            for (; j < BLOCK; j++) {
+              load<NV>(rows.key(l0 + j, g), kv);
+              Vec a = qv[0] * kv[0];
+              for (int k = 1; k < NV; k++) a = at::vec::fmadd(qv[k], kv[k], a);
+              prod[j] = a;
             }
-            sum16(prod).store(scores.data() + r * (M + 1) + l);
+            sum16(prod).store(s + l0);
           }
-        }
 #endif
-        for (; l < L; l++) {
-          prefetch_row<T, D>(Vb + l * sV[2]);
-          prefetch_row<T, D>(Kb + (l + 16) * sK[2]);
-          load<NV>(Kb + l * sK[2], kv);
-          for (int64_t r = 0; r < nr; r++) scores[r * (M + 1) + l] = dot<NV>(qv[r], kv);
-        }
-        load<NV>(k_new + (b * G + g) * D, kv);
-        for (int64_t r = 0; r < nr; r++) scores[r * (M + 1) + L] = dot<NV>(qv[r], kv);
-        float inv[MAX_R];
-        softmax_rows(scores.data(), nr, M + 1, L + 1, inv);
-        // Weighted sum of the values; two accumulators per row so the FMAs overlap.
-        Vec acc[MAX_R][2][NV];
-        for (int64_t r = 0; r < nr; r++)
-          for (int j = 0; j < 2; j++)
-            for (int i = 0; i < NV; i++) acc[r][j][i] = Vec(0.0f);
-        Vec vv[2][NV];
-        l = 0;
-        for (; l + 1 < L; l += 2) {
-          load<NV>(Vb + l * sV[2], vv[0]);
-          load<NV>(Vb + (l + 1) * sV[2], vv[1]);
-          for (int64_t r = 0; r < nr; r++) {
-            const float* s = scores.data() + r * (M + 1);
-            const Vec p0(s[l]), p1(s[l + 1]);
-            for (int i = 0; i < NV; i++) {
-              acc[r][0][i] = at::vec::fmadd(p0, vv[0][i], acc[r][0][i]);
-              acc[r][1][i] = at::vec::fmadd(p1, vv[1][i], acc[r][1][i]);
-            }
+          for (; j < cnt; j++) {
+            load<NV>(rows.key(l0 + j, g), kv);
+            s[l0 + j] = dot<NV>(qv, kv);
+          }
+          if (cnt < BLOCK) {
+            load<NV>(k_new + (b * G + g) * D, kv);
+            s[L] = dot<NV>(qv, kv);
           }
         }
-        for (; l <= L; l++) {  // the odd cached row, then the new value at l == L
-          load<NV>(l < L ? Vb + l * sV[2] : v_new + (b * G + g) * D, vv[0]);
-          for (int64_t r = 0; r < nr; r++) {
-            const Vec p(scores[r * (M + 1) + l]);
-            for (int i = 0; i < NV; i++) acc[r][0][i] = at::vec::fmadd(p, vv[0][i], acc[r][0][i]);
+      }
+      softmax_rows(scores.data(), QH, S, L + 1, inv.data());
+      std::fill(acc.begin(), acc.end(), Vec(0.0f));
+      for (int64_t l0 = 0; l0 <= L; l0 += BLOCK) {
+        const int64_t cnt = std::min<int64_t>(BLOCK, L + 1 - l0);  // position L: the new value
+        if (l0 < L) ahead.step();
+        prefetch_rows<T, D>(rows.value(l0 + BLOCK, g0), rows.sv, std::min<int64_t>(BLOCK, L - l0 - BLOCK), sp);
+        for (int64_t i = 0; i < QH; i++) {
+          const int64_t g = (g0 * R + i) / R;
+          const float* s = scores.data() + i * S;
+          Vec a[2][NV], vv[NV];  // two rows in flight, so the FMAs overlap
+          for (int k = 0; k < NV; k++) {
+            a[0][k] = acc[i * NV + k];
+            a[1][k] = Vec(0.0f);
           }
+          auto add = [&](int64_t l, Vec* into) {
+            load<NV>(l < L ? rows.value(l, g) : v_new + (b * G + g) * D, vv);
+            const Vec p(s[l]);
+            for (int k = 0; k < NV; k++) into[k] = at::vec::fmadd(p, vv[k], into[k]);
+          };
+          int64_t j = 0;
+          for (; j + 1 < cnt; j += 2) {
+            add(l0 + j, a[0]);
+            add(l0 + j + 1, a[1]);
+          }
+          if (j < cnt) add(l0 + j, a[0]);
+          for (int k = 0; k < NV; k++) acc[i * NV + k] = a[0][k] + a[1][k];
         }
-        for (int64_t r = 0; r < nr; r++) {
-          Vec out[NV];
-          for (int i = 0; i < NV; i++) out[i] = (acc[r][0][i] + acc[r][1][i]) * Vec(inv[r]);
-          store<NV>(y + (b * H + h0 + r) * D, out);
-        }
+      }
+      for (int64_t i = 0; i < QH; i++) {
+        Vec out[NV];
+        for (int k = 0; k < NV; k++) out[k] = acc[i * NV + k] * Vec(inv[i]);
+        store<NV>(y + (b * H + g0 * R + i) * D, out);
       }
     }
   });
@@ -227,108 +297,102 @@ void attend(const T* q, const T* k_new, const T* v_new, const T* K, const T* V, 
 template <int NB>  // head_dim = 32 * NB: a row is NB vectors of 32 bf16
 void attend_bf16(const c10::BFloat16* q, const c10::BFloat16* k_new, const c10::BFloat16* v_new,
                  const c10::BFloat16* K, const c10::BFloat16* V, const int64_t* pos, c10::BFloat16* y,
-                 int64_t n, int64_t H, int64_t G, const int64_t* sK, const int64_t* sV, int64_t M,
-                 float scale) {
+                 int64_t n, int64_t H, int64_t G, const int64_t* sK, const int64_t* sV, float scale) {
+  using T = c10::BFloat16;
   constexpr int D = 32 * NB;
   const int64_t R = H / G;
-  at::parallel_for(0, n * G, grain(pos, n), [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(MAX_R * (M + 1));
+  const Split sp = split_tasks(pos, n, G, D * int64_t(sizeof(T)));
+  const int64_t QH = sp.heads * R, S = sp.longest + BLOCK;  // query heads per task, scores per head
+  at::parallel_for(0, n * sp.parts, sp.grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(QH * S), inv(QH);
+    std::vector<float> acc(QH * 2 * D);  // per query head and vector k: its even entries, then its odd
     const __m512i high = _mm512_set1_epi32(int32_t(0xFFFF0000u));
     const __m512 vscale = _mm512_set1_ps(scale);
+    Ahead<T, D> ahead(K, V, sK, sV, pos, sp, begin, end);
     for (int64_t task = begin; task < end; task++) {
-      const int64_t b = task / G, g = task % G, L = pos[b];
-      const c10::BFloat16* Kb = K + b * sK[0] + g * sK[1];
-      const c10::BFloat16* Vb = V + b * sV[0] + g * sV[1];
-      prefetch_task<c10::BFloat16, D>(K, V, sK, sV, pos, G, task + 1, end);
-      for (int64_t r0 = 0; r0 < R; r0 += MAX_R) {
-        const int64_t nr = std::min<int64_t>(MAX_R, R - r0);
-        const int64_t h0 = g * R + r0;
-        __m512bh qv[MAX_R][NB];
-        for (int64_t r = 0; r < nr; r++)
-          for (int i = 0; i < NB; i++) qv[r][i] = (__m512bh)_mm512_loadu_si512(q + (b * H + h0 + r) * D + 32 * i);
-        // The lane sums of this vector are q_r . row.
-        auto dot = [&](const c10::BFloat16* row, int64_t r) {
-          __m512 acc = _mm512_setzero_ps();
-          for (int i = 0; i < NB; i++) acc = _mm512_dpbf16_ps(acc, qv[r][i], (__m512bh)_mm512_loadu_si512(row + 32 * i));
-          return acc;
+      const int64_t b = task / sp.parts, g0 = task % sp.parts * sp.heads, h0 = g0 * R, L = pos[b];
+      const Rows<T> rows = rows_of(K, V, sK, sV, b);
+      prefetch_rows<T, D>(rows.key(0, g0), rows.sk, std::min<int64_t>(BLOCK, L), sp);
+      // Scores: whole blocks of 16 keys, each block summed in one transposing tree ...
+      int64_t l = 0;
+      for (; l + BLOCK <= L; l += BLOCK) {
+        ahead.step();
+        prefetch_rows<T, D>(rows.key(l + BLOCK, g0), rows.sk, std::min<int64_t>(BLOCK, L - l - BLOCK), sp);
+        for (int64_t i = 0; i < QH; i++) {
+          const int64_t g = (h0 + i) / R;
+          __m512bh qv[NB];
+          for (int k = 0; k < NB; k++) qv[k] = (__m512bh)_mm512_loadu_si512(q + (b * H + h0 + i) * D + 32 * k);
+          Vec prod[BLOCK];
+          for (int j = 0; j < BLOCK; j++) {
+            const T* row = rows.key(l + j, g);
+            __m512 a = _mm512_setzero_ps();
+            for (int k = 0; k < NB; k++) a = _mm512_dpbf16_ps(a, qv[k], (__m512bh)_mm512_loadu_si512(row + 32 * k));
+            prod[j] = a;
+          }
+          _mm512_storeu_ps(scores.data() + i * S + l, _mm512_mul_ps(sum16(prod), vscale));
+        }
+      }
+      // ... then the rest one by one, and the sequence's own new key.
+      if (l < L) ahead.step();
+      prefetch_rows<T, D>(rows.value(0, g0), rows.sv, std::min<int64_t>(BLOCK, L), sp);
+      for (int64_t i = 0; i < QH; i++) {
+        const int64_t g = (h0 + i) / R;
+        __m512bh qv[NB];
+        for (int k = 0; k < NB; k++) qv[k] = (__m512bh)_mm512_loadu_si512(q + (b * H + h0 + i) * D + 32 * k);
+        auto dot = [&](const T* row) {
+          __m512 a = _mm512_setzero_ps();
+          for (int k = 0; k < NB; k++) a = _mm512_dpbf16_ps(a, qv[k], (__m512bh)_mm512_loadu_si512(row + 32 * k));
+          return _mm512_reduce_add_ps(a) * scale;
         };
-        int64_t l = 0;
-        for (; l + 16 <= L; l += 16) {
+        float* s = scores.data() + i * S;
+        for (int64_t j = l; j < L; j++) s[j] = dot(rows.key(j, g));
+        s[L] = dot(k_new + (b * G + g) * D);
+      }
+      softmax_rows(scores.data(), QH, S, L + 1, inv.data());
+      // Values, a block at a time: positions [l0, l0 + cnt), `stride` apart from `first`
+      // (head g0's row of position l0), heads `hstride` apart; the own new values are one
+      // such position.
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      auto add = [&](const T* first, int64_t stride, int64_t hstride, int64_t l0, int64_t cnt) {
+        for (int64_t i = 0; i < QH; i++) {
+          const int64_t g = (h0 + i) / R;
+          const float* p = scores.data() + i * S + l0;
+          float* out = acc.data() + i * 2 * D;
+          __m512 a[2][NB];
+          for (int k = 0; k < NB; k++) {
+            a[0][k] = _mm512_loadu_ps(out + 32 * k);
+            a[1][k] = _mm512_loadu_ps(out + 32 * k + 16);
+          }
+          for (int64_t j = 0; j < cnt; j++) {
+            const __m512 w = _mm512_set1_ps(p[j]);
+            const T* row = first + j * stride + (g - g0) * hstride;
+            for (int k = 0; k < NB; k++) {
+              const __m512i x = _mm512_loadu_si512(row + 32 * k);
+              a[0][k] = _mm512_fmadd_ps(w, _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), a[0][k]);
+              a[1][k] = _mm512_fmadd_ps(w, _mm512_castsi512_ps(_mm512_and_si512(x, high)), a[1][k]);
+            }
+          }
+          for (int k = 0; k < NB; k++) {
+            _mm512_storeu_ps(out + 32 * k, a[0][k]);
+            _mm512_storeu_ps(out + 32 * k + 16, a[1][k]);
+          }
+        }
+      };
+      for (int64_t l0 = 0; l0 < L; l0 += BLOCK) {
+        ahead.step();
+        prefetch_rows<T, D>(rows.value(l0 + BLOCK, g0), rows.sv, std::min<int64_t>(BLOCK, L - l0 - BLOCK), sp);
+        add(rows.value(l0, g0), rows.sv, rows.hv, l0, std::min<int64_t>(BLOCK, L - l0));
+      }
+      add(v_new + (b * G + g0) * D, 0, D, L, 1);
+      for (int64_t i = 0; i < QH; i++) {
+        const float* a = acc.data() + i * 2 * D;
+        alignas(64) float out[D];  // back in order: entry 32k + 2j is the even sum j, 32k + 2j + 1 the odd
+        for (int k = 0; k < NB; k++)
           for (int j = 0; j < 16; j++) {
-            prefetch_row<c10::BFloat16, D>(Vb + (l + j) * sV[2]);
-            prefetch_row<c10::BFloat16, D>(Kb + (l + j + 16) * sK[2]);
+            out[32 * k + 2 * j] = a[32 * k + j] * inv[i];
+            out[32 * k + 2 * j + 1] = a[32 * k + 16 + j] * inv[i];
           }
-          for (int64_t r = 0; r < nr; r++) {
-            Vec prod[16];
-            for (int j = 0; j < 16; j++) prod[j] = dot(Kb + (l + j) * sK[2], r);
-            _mm512_storeu_ps(scores.data() + r * (M + 1) + l, _mm512_mul_ps(sum16(prod), vscale));
-          }
-        }
-        for (; l < L; l++) {
-          prefetch_row<c10::BFloat16, D>(Vb + l * sV[2]);
-          for (int64_t r = 0; r < nr; r++) scores[r * (M + 1) + l] = _mm512_reduce_add_ps(dot(Kb + l * sK[2], r)) * scale;
-        }
-        for (int64_t r = 0; r < nr; r++)
-          scores[r * (M + 1) + L] = _mm512_reduce_add_ps(dot(k_new + (b * G + g) * D, r)) * scale;
-        float inv[MAX_R];
-        softmax_rows(scores.data(), nr, M + 1, L + 1, inv);
-        // A value row as float32: its even-numbered entries (the low halves of each 32-bit
-        // lane, shifted up) and its odd ones (the high halves, masked), NB vectors each.
-        auto widen = [&](const c10::BFloat16* row, __m512* even, __m512* odd) {
-          for (int i = 0; i < NB; i++) {
-            const __m512i x = _mm512_loadu_si512(row + 32 * i);
-            even[i] = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
-            odd[i] = _mm512_castsi512_ps(_mm512_and_si512(x, high));
-          }
-        };
-        // acc[r][u][p][i]: row r, two rows in flight (u), even/odd (p), vector i.
-        __m512 acc[MAX_R][2][2][NB];
-        for (int64_t r = 0; r < nr; r++)
-          for (int u = 0; u < 2; u++)
-            for (int p = 0; p < 2; p++)
-              for (int i = 0; i < NB; i++) acc[r][u][p][i] = _mm512_setzero_ps();
-        __m512 ev[2][NB], od[2][NB];
-        l = 0;
-        for (; l + 1 < L; l += 2) {
-          widen(Vb + l * sV[2], ev[0], od[0]);
-          widen(Vb + (l + 1) * sV[2], ev[1], od[1]);
-          for (int64_t r = 0; r < nr; r++) {
-            const float* s = scores.data() + r * (M + 1);
-            for (int u = 0; u < 2; u++) {
-              const __m512 p = _mm512_set1_ps(s[l + u]);
-              for (int i = 0; i < NB; i++) {
-                acc[r][u][0][i] = _mm512_fmadd_ps(p, ev[u][i], acc[r][u][0][i]);
-                acc[r][u][1][i] = _mm512_fmadd_ps(p, od[u][i], acc[r][u][1][i]);
-              }
-            }
-          }
-        }
-        for (; l <= L; l++) {  // the odd cached row, then the new value at l == L
-          widen(l < L ? Vb + l * sV[2] : v_new + (b * G + g) * D, ev[0], od[0]);
-          for (int64_t r = 0; r < nr; r++) {
-            const __m512 p = _mm512_set1_ps(scores[r * (M + 1) + l]);
-            for (int i = 0; i < NB; i++) {
-              acc[r][0][0][i] = _mm512_fmadd_ps(p, ev[0][i], acc[r][0][0][i]);
-              acc[r][0][1][i] = _mm512_fmadd_ps(p, od[0][i], acc[r][0][1][i]);
-            }
-          }
-        }
-        for (int64_t r = 0; r < nr; r++) {
-          const __m512 w = _mm512_set1_ps(inv[r]);
-          alignas(64) float parts[2][16];
-          alignas(64) float row[D];  // back in order: entry 32i + 2j + p
-          for (int i = 0; i < NB; i++) {
-            for (int p = 0; p < 2; p++)
-              _mm512_store_ps(parts[p], _mm512_mul_ps(_mm512_add_ps(acc[r][0][p][i], acc[r][1][p][i]), w));
-            for (int j = 0; j < 16; j++) {
-              row[32 * i + 2 * j] = parts[0][j];
-              row[32 * i + 2 * j + 1] = parts[1][j];
-            }
-          }
-          Vec out[2 * NB];
-          load<2 * NB>(row, out);
-          store<2 * NB>(y + (b * H + h0 + r) * D, out);
-        }
+        for (int d = 0; d < D; d++) y[(b * H + h0 + i) * D + d] = T(out[d]);
       }
     }
   });
@@ -339,7 +403,7 @@ template <typename T>
 void dispatch_d(int64_t D, const at::Tensor& q, const at::Tensor& k_new, const at::Tensor& v_new,
                 const at::Tensor& K, const at::Tensor& V, const at::Tensor& pos, at::Tensor& y,
                 double scale) {
-  const int64_t n = q.size(0), H = q.size(1), G = K.size(1), M = K.size(2);
+  const int64_t n = q.size(0), H = q.size(1), G = K.size(2);
   const int64_t sK[3] = {K.stride(0), K.stride(1), K.stride(2)};
   const int64_t sV[3] = {V.stride(0), V.stride(1), V.stride(2)};
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
@@ -347,7 +411,7 @@ void dispatch_d(int64_t D, const at::Tensor& q, const at::Tensor& k_new, const a
     auto bf = [&](auto nb) {
       attend_bf16<decltype(nb)::value>(q.const_data_ptr<T>(), k_new.const_data_ptr<T>(), v_new.const_data_ptr<T>(),
                                        K.const_data_ptr<T>(), V.const_data_ptr<T>(), pos.const_data_ptr<int64_t>(),
-                                       y.mutable_data_ptr<T>(), n, H, G, sK, sV, M, static_cast<float>(scale));
+                                       y.mutable_data_ptr<T>(), n, H, G, sK, sV, static_cast<float>(scale));
     };
     switch (D) {  // whole 32-number vectors; 16 takes the generic loop
       case 32: return bf(std::integral_constant<int, 1>{});
@@ -360,7 +424,7 @@ void dispatch_d(int64_t D, const at::Tensor& q, const at::Tensor& k_new, const a
   auto go = [&](auto nv) {
     attend<T, decltype(nv)::value>(q.const_data_ptr<T>(), k_new.const_data_ptr<T>(), v_new.const_data_ptr<T>(),
                                    K.const_data_ptr<T>(), V.const_data_ptr<T>(), pos.const_data_ptr<int64_t>(),
-                                   y.mutable_data_ptr<T>(), n, H, G, sK, sV, M, static_cast<float>(scale));
+                                   y.mutable_data_ptr<T>(), n, H, G, sK, sV, static_cast<float>(scale));
   };
   switch (D / VS) {  // the head sizes of decode_attention.HEAD_DIMS, at 8 or 16 floats a vector
     case 1: return go(std::integral_constant<int, 1>{});
@@ -373,18 +437,18 @@ void dispatch_d(int64_t D, const at::Tensor& q, const at::Tensor& k_new, const a
   TORCH_CHECK(false, "decode_attention: head_dim ", D, " is not supported");
 }
 
-// q (n, H, D); k_new, v_new (n, G, D); k_cache, v_cache (slots, G, max_len, D) with their
+// q (n, H, D); k_new, v_new (n, G, D); k_cache, v_cache (slots, max_len, G, D) with their
 // last dimension contiguous; pos (n,) int64, each sequence's cached length -> y (n, H, D).
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_new, const at::Tensor& v_new,
                             const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& pos,
                             double scale) {
   TORCH_CHECK(q.dim() == 3 && k_new.dim() == 3 && v_new.dim() == 3, "decode_attention: q, k_new, v_new are (n, heads, D)");
-  TORCH_CHECK(k_cache.dim() == 4 && v_cache.dim() == 4, "decode_attention: the caches are (slots, G, max_len, D)");
-  const int64_t n = q.size(0), H = q.size(1), D = q.size(2), G = k_cache.size(1);
+  TORCH_CHECK(k_cache.dim() == 4 && v_cache.dim() == 4, "decode_attention: the caches are (slots, max_len, G, D)");
+  const int64_t n = q.size(0), H = q.size(1), D = q.size(2), G = k_cache.size(2);
   TORCH_CHECK(k_new.size(0) == n && k_new.size(1) == G && k_new.size(2) == D && v_new.sizes() == k_new.sizes(),
               "decode_attention: k_new and v_new must be (n, G, D)");
   TORCH_CHECK(v_cache.sizes() == k_cache.sizes() && k_cache.size(3) == D && k_cache.size(0) >= n,
-              "decode_attention: the caches must be (slots >= n, G, max_len, D)");
+              "decode_attention: the caches must be (slots >= n, max_len, G, D)");
   TORCH_CHECK(H % G == 0, "decode_attention: ", H, " query heads cannot share ", G, " kv heads");
   TORCH_CHECK(k_cache.stride(3) == 1 && v_cache.stride(3) == 1, "decode_attention: cache rows must be contiguous");
   const auto dt = k_cache.scalar_type();
@@ -394,7 +458,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_new, const 
   TORCH_CHECK(D % VS == 0, "decode_attention: head_dim must be a multiple of ", VS);
   TORCH_CHECK(pos.dim() == 1 && pos.size(0) == n && pos.scalar_type() == at::kLong, "decode_attention: pos is (n,) int64");
   const auto qc = q.contiguous(), kc = k_new.contiguous(), vc = v_new.contiguous(), pc = pos.contiguous();
-  const int64_t M = k_cache.size(2);
+  const int64_t M = k_cache.size(1);
   const int64_t* p = pc.const_data_ptr<int64_t>();
   for (int64_t b = 0; b < n; b++)
     TORCH_CHECK(p[b] >= 0 && p[b] < M, "decode_attention: position ", p[b], " outside a cache of ", M);
@@ -408,7 +472,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_new, const 
 
 // A packed prefill's attention: q (H, T, D), k, v (G, T, D) hold S prompts one after
 // another (lens[s] tokens each); prompt s attends causally over its own new keys, after
-// the first past[s] positions its slot already holds in the caches (slots, G, max_len, D).
+// the first past[s] positions its slot already holds in the caches (slots, max_len, G, D).
 // The loop over prompts runs here, not in Python: one SDPA call per prompt at about the cost
 // of the call itself. The caches are read only; the caller stores k and v.
 at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -416,9 +480,9 @@ at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k, const at:
                              const at::Tensor& past, const at::Tensor& lens, double scale) {
   TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && k.sizes() == v.sizes(),
               "prefill_attention: q is (H, T, D), k and v (G, T, D)");
-  TORCH_CHECK(k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), "prefill_attention: the caches are (slots, G, max_len, D)");
+  TORCH_CHECK(k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), "prefill_attention: the caches are (slots, max_len, G, D)");
   const int64_t H = q.size(0), T = q.size(1), G = k.size(0);
-  TORCH_CHECK(k.size(1) == T && k_cache.size(1) == G && H % G == 0, "prefill_attention: mismatched heads or lengths");
+  TORCH_CHECK(k.size(1) == T && k_cache.size(2) == G && H % G == 0, "prefill_attention: mismatched heads or lengths");
   TORCH_CHECK(slots.dim() == 1 && past.sizes() == slots.sizes() && lens.sizes() == slots.sizes() &&
                   slots.scalar_type() == at::kLong && past.scalar_type() == at::kLong && lens.scalar_type() == at::kLong,
               "prefill_attention: slots, past and lens are (S,) int64");
@@ -428,13 +492,13 @@ at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k, const at:
   int64_t at = 0;
   for (int64_t s = 0; s < sl.numel(); s++) {
     TORCH_CHECK(n[s] > 0 && at + n[s] <= T, "prefill_attention: the prompt lengths do not add up to ", T);
-    TORCH_CHECK(slot[s] >= 0 && slot[s] < k_cache.size(0) && P[s] >= 0 && P[s] + n[s] <= k_cache.size(2),
+    TORCH_CHECK(slot[s] >= 0 && slot[s] < k_cache.size(0) && P[s] >= 0 && P[s] + n[s] <= k_cache.size(1),
                 "prefill_attention: prompt ", s, " does not fit its slot");
     at::Tensor ks = k.narrow(1, at, n[s]), vs = v.narrow(1, at, n[s]);
     std::optional<at::Tensor> mask;
     if (P[s] > 0) {  // after a reused prefix: its keys first, and the causal mask shifted by it
-      ks = at::cat({k_cache[slot[s]].narrow(1, 0, P[s]), ks}, 1);
-      vs = at::cat({v_cache[slot[s]].narrow(1, 0, P[s]), vs}, 1);
+      ks = at::cat({k_cache[slot[s]].narrow(0, 0, P[s]).transpose(0, 1), ks}, 1);
+      vs = at::cat({v_cache[slot[s]].narrow(0, 0, P[s]).transpose(0, 1), vs}, 1);
       mask = at::ones({n[s], P[s] + n[s]}, q.options().dtype(at::kBool)).tril(P[s]);
     }
     const at::Tensor out = at::scaled_dot_product_attention(q.narrow(1, at, n[s]).unsqueeze(0), ks.unsqueeze(0),
@@ -446,14 +510,50 @@ at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k, const at:
   return y;
 }
 
+// Store one decode step's new keys and values: k, v (n_layer, n, G, D) into the caches
+// (n_layer, slots, max_len, G, D) at position pos[b] of slot b, for slots 0..n-1. Each is one
+// run of G * D numbers in the cache; a copy loop here takes a fraction of what indexing with
+// two index tensors costs.
+void store_decoded(at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& k, const at::Tensor& v,
+                   const at::Tensor& pos) {
+  TORCH_CHECK(k_cache.dim() == 5 && v_cache.sizes() == k_cache.sizes(), "store_decoded: the caches are (layers, slots, max_len, G, D)");
+  const int64_t layers = k_cache.size(0), M = k_cache.size(2), G = k_cache.size(3), D = k_cache.size(4);
+  TORCH_CHECK(k.dim() == 4 && v.sizes() == k.sizes() && k.size(0) == layers && k.size(2) == G && k.size(3) == D,
+              "store_decoded: k and v must be (layers, n, G, D)");
+  const int64_t n = k.size(1);
+  TORCH_CHECK(n <= k_cache.size(1), "store_decoded: more sequences than slots");
+  TORCH_CHECK(k.scalar_type() == k_cache.scalar_type() && v.scalar_type() == k_cache.scalar_type() &&
+                  v_cache.scalar_type() == k_cache.scalar_type(),
+              "store_decoded: keys, values and caches must share one dtype");
+  for (const at::Tensor* c : {&k_cache, &v_cache})
+    TORCH_CHECK(c->stride(4) == 1 && c->stride(3) == D, "store_decoded: a position's rows must be contiguous");
+  TORCH_CHECK(pos.dim() == 1 && pos.size(0) == n && pos.scalar_type() == at::kLong, "store_decoded: pos is (n,) int64");
+  const auto kc = k.contiguous(), vc = v.contiguous(), pc = pos.contiguous();
+  const int64_t* p = pc.const_data_ptr<int64_t>();
+  for (int64_t b = 0; b < n; b++)
+    TORCH_CHECK(p[b] >= 0 && p[b] < M, "store_decoded: position ", p[b], " outside a cache of ", M);
+  const int64_t run = G * D * static_cast<int64_t>(k.element_size());
+  char *K = static_cast<char*>(k_cache.data_ptr()), *V = static_cast<char*>(v_cache.data_ptr());
+  const char *ks = static_cast<const char*>(kc.const_data_ptr()), *vs = static_cast<const char*>(vc.const_data_ptr());
+  const int64_t e = k.element_size();
+  for (int64_t l = 0; l < layers; l++)
+    for (int64_t b = 0; b < n; b++) {
+      const int64_t src = (l * n + b) * run;
+      std::memcpy(K + (l * k_cache.stride(0) + b * k_cache.stride(1) + p[b] * k_cache.stride(2)) * e, ks + src, run);
+      std::memcpy(V + (l * v_cache.stride(0) + b * v_cache.stride(1) + p[b] * v_cache.stride(2)) * e, vs + src, run);
+    }
+}
+
 }  // namespace
 
 TORCH_LIBRARY(chatsmith_cpu, m) {
   m.def("decode_attention(Tensor q, Tensor k_new, Tensor v_new, Tensor k_cache, Tensor v_cache, Tensor pos, float scale) -> Tensor");
   m.def("prefill_attention(Tensor q, Tensor k, Tensor v, Tensor k_cache, Tensor v_cache, Tensor slots, Tensor past, Tensor lens, float scale) -> Tensor");
+  m.def("store_decoded(Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor k, Tensor v, Tensor pos) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(chatsmith_cpu, CPU, m) {
   m.impl("decode_attention", &decode_attention);
   m.impl("prefill_attention", &prefill_attention);
+  m.impl("store_decoded", &store_decoded);
 }
