@@ -246,3 +246,68 @@ def test_an_idle_step_prefills_more_than_a_chunk_and_a_busy_one_does_not(model, 
         assert sched.prefill_tokens == 24 + 8
         assert sched.prefilling is not None and sched.prefilling.req is reqs[5] and not sched.waiting
         assert [s.generated for s in sched.live[:4]] == [m + 1 for m in made]  # kept decoding
+
+
+def counted_copies(sched, monkeypatch) -> list[tuple[int, ...]]:
+    """The (src, dst, ...) of every copy between the scheduler's cache slots, as they happen."""
+    copies: list[tuple[int, ...]] = []
+    real = sched.cache.copy_slot
+    monkeypatch.setattr(sched.cache, "copy_slot", lambda *a: copies.append(a) or real(*a))
+    return copies
+
+
+def test_sequences_ending_in_one_step_leave_together(model, tiny_tok, monkeypatch) -> None:
+    """Several sequences finishing in the same step leave at once: survivors beyond the new
+    end move into the holes (and keep their tokens); when all end, no cache is copied."""
+    from chatsmith.engine.scheduler import Scheduler
+    from chatsmith.engine.sequence import Request
+
+    ps = prompts(8, tiny_tok.vocab_size, seed=7)
+    mixed = [5, 12, 5, 20, 5, 12, 20, 5]  # four end at the fifth token, in slots 0, 2, 4, 7
+    for ends in (mixed, [9] * 8):
+        with Engine(model, tiny_tok, max_batch=8) as eng:
+            alone = [eng.submit(p, greedy(m)).result()[0].token_ids for p, m in zip(ps, ends)]
+        sched = Scheduler(model, tiny_tok, n_slots=8, max_len=64, prefix_slots=0)
+        copies = counted_copies(sched, monkeypatch)
+        reqs = [Request(p, greedy(m), run_tools=False) for p, m in zip(ps, ends)]
+        sizes = []
+        with torch.inference_mode():
+            for r in reqs:
+                sched.add(r)
+            sched.step()  # idle: all eight prompts in one packed forward
+            while sched.busy:
+                sizes.append(len(sched.live))
+                sched.step()
+                assert [s.slot for s in sched.live] == list(range(len(sched.live)))
+                if sizes[-1] == 8 and len(sched.live) == 4:  # slots 5 and 6 into 0 and 2
+                    assert sorted(copies) == [(5, 0), (6, 2)]
+        assert sizes[0] == 8 and (4 in sizes) == (ends == mixed)
+        assert sched.cache.lengths[:8] == [0] * 8
+        assert [r.result()[0].token_ids for r in reqs] == alone
+        if ends != mixed:
+            assert copies == []
+
+
+def test_a_burst_remembers_only_the_prompts_the_prefix_store_keeps(model, tiny_tok, monkeypatch) -> None:
+    """Of a burst packed in one prefill, the prefix store keeps the last prompts: only those
+    are copied in, and a later prompt sharing one of them reuses it."""
+    from chatsmith.engine.scheduler import Scheduler
+    from chatsmith.engine.sequence import Request
+
+    g = torch.Generator().manual_seed(11)
+    ps = [torch.randint(10, tiny_tok.vocab_size, (40,), generator=g).tolist() for _ in range(6)]
+    sched = Scheduler(model, tiny_tok, n_slots=8, max_len=64, prefix_slots=2)
+    copies = counted_copies(sched, monkeypatch)
+    with torch.inference_mode():
+        for p in ps:
+            sched.add(Request(p, greedy(3), run_tools=False))
+        sched.step()  # all six in one packed forward
+        assert sorted(dst for _, dst, *_ in copies) == [8, 9]
+        assert sorted(map(tuple, sched.prefixes.values())) == sorted(map(tuple, ps[-2:]))
+        while sched.busy:
+            sched.step()
+        again = Request([*ps[-1][:36], 5, 6], greedy(3), run_tools=False)
+        sched.add(again)
+        while sched.busy:
+            sched.step()
+    assert sched.prefix_hits == 1 and again.result()[0].finish_reason == "length"
