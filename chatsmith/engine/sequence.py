@@ -73,6 +73,7 @@ class Request:
         self._events: deque[Event] = deque()
         self._cond = threading.Condition()
         self._done = 0
+        self._readers = 0  # threads blocked in events(): only then is a notify needed
         self._async: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     # -- the engine's side (scheduler thread) --------------------------------------------
@@ -85,8 +86,11 @@ class Request:
         one lock round for the step's events instead of one per token."""
         with self._cond:
             self._events.extend(evs)
-            self._done += sum(ev.kind == "done" for ev in evs)
-            self._cond.notify_all()
+            for ev in evs:
+                if ev.kind == "done":
+                    self._done += 1
+            if self._readers:
+                self._cond.notify_all()
             waiter = self._async
         if waiter is not None:
             waiter[0].call_soon_threadsafe(waiter[1].set)
@@ -108,8 +112,14 @@ class Request:
         seen_done = 0
         while seen_done < self.params.n:
             with self._cond:
-                if not self._events and not self._cond.wait_for(lambda: bool(self._events), timeout):
-                    raise TimeoutError(f"{self.id}: no event within {timeout} s")
+                if not self._events:
+                    self._readers += 1
+                    try:
+                        arrived = self._cond.wait_for(lambda: bool(self._events), timeout)
+                    finally:
+                        self._readers -= 1
+                    if not arrived:
+                        raise TimeoutError(f"{self.id}: no event within {timeout} s")
                 ev = self._events.popleft()
             seen_done += ev.kind == "done"
             yield ev
