@@ -104,3 +104,22 @@ def test_without_the_kernel_the_step_uses_pytorch_attention(tiny_tok, monkeypatc
     dec = CompiledDecode(model, cache, freeze=False)
     assert not dec.kernel
     assert dec(torch.tensor([7])).shape == (1, model.cfg.vocab_size)
+
+
+def test_storing_a_step_in_cpp_equals_indexing(monkeypatch) -> None:
+    """SlotKVCache.append: the C++ copy (store_decoded) and the indexed store agree."""
+    from chatsmith.model.kv_cache import SlotKVCache
+
+    g = torch.Generator().manual_seed(5)
+    caches = [SlotKVCache(5, 3, 2, 32, 20, dtype=torch.bfloat16) for _ in range(2)]
+    k, v = (torch.randn(3, 4, 2, 32, generator=g) for _ in range(2))  # (layers, n, G, D), float32
+    for cache, cpp in zip(caches, (True, False)):
+        cache.lengths = [3, 0, 19, 1, 0]
+        monkeypatch.setattr(decode_attention, "ready", lambda cpp=cpp: cpp)
+        cache.append(k, v, torch.tensor(cache.lengths[:4]))
+    assert torch.equal(caches[0].k, caches[1].k) and torch.equal(caches[0].v, caches[1].v)
+    assert caches[0].lengths == caches[1].lengths == [4, 1, 20, 2, 0]
+    assert torch.equal(caches[0].k[1, 2, 19], k[1, 2].bfloat16())  # layer 1, slot 2, position 19
+    with pytest.raises(RuntimeError, match="outside a cache of 20"):
+        kb, vb, past_end = k.bfloat16(), v.bfloat16(), torch.tensor([0, 0, 20, 0])
+        decode_attention.store_decoded(caches[0].k, caches[0].v, kb, vb, past_end)
