@@ -45,6 +45,11 @@ IDLE_CHUNKS = 8  # prefill chunks per step while no sequence decodes
 MIN_PREFIX = 16  # shorter shared prefixes are cheaper to recompute than to look up
 
 
+def worth_remembering(prompt: list[int]) -> bool:
+    """Whether a prompt is long enough to keep in the prefix store."""
+    return len(prompt) >= 2 * MIN_PREFIX
+
+
 def parse_tool_call(text: str) -> tuple[str, Any] | str:
     """The (name, arguments) in a Hermes tool-call body, or an error string."""
     try:
@@ -266,7 +271,7 @@ class Scheduler:
         for s in reversed(group):
             if len(kept) == len(self.prefixes):
                 break
-            if len(s.req.prompt) >= 2 * MIN_PREFIX and all(k.req.prompt != s.req.prompt for k in kept):
+            if worth_remembering(s.req.prompt) and all(k.req.prompt != s.req.prompt for k in kept):
                 kept.append(s)
         for s in reversed(kept):
             self._remember_prefix(s)
@@ -309,7 +314,7 @@ class Scheduler:
 
     def _remember_prefix(self, seq: Seq) -> None:
         prompt = seq.req.prompt
-        if len(prompt) < 2 * MIN_PREFIX or not self.prefixes:
+        if not worth_remembering(prompt) or not self.prefixes:
             return
         for toks in self.prefixes.values():
             if toks[: len(prompt)] == prompt:

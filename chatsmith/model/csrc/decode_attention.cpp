@@ -399,6 +399,13 @@ void attend_bf16(const c10::BFloat16* q, const c10::BFloat16* k_new, const c10::
 }
 #endif
 
+// Every position in pos (contiguous int64) must be one of a cache's M positions.
+inline void check_positions(const char* op, const at::Tensor& pos, int64_t M) {
+  const int64_t* p = pos.const_data_ptr<int64_t>();
+  for (int64_t b = 0; b < pos.numel(); b++)
+    TORCH_CHECK(p[b] >= 0 && p[b] < M, op, ": position ", p[b], " outside a cache of ", M);
+}
+
 template <typename T>
 void dispatch_d(int64_t D, const at::Tensor& q, const at::Tensor& k_new, const at::Tensor& v_new,
                 const at::Tensor& K, const at::Tensor& V, const at::Tensor& pos, at::Tensor& y,
@@ -458,10 +465,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_new, const 
   TORCH_CHECK(D % VS == 0, "decode_attention: head_dim must be a multiple of ", VS);
   TORCH_CHECK(pos.dim() == 1 && pos.size(0) == n && pos.scalar_type() == at::kLong, "decode_attention: pos is (n,) int64");
   const auto qc = q.contiguous(), kc = k_new.contiguous(), vc = v_new.contiguous(), pc = pos.contiguous();
-  const int64_t M = k_cache.size(1);
-  const int64_t* p = pc.const_data_ptr<int64_t>();
-  for (int64_t b = 0; b < n; b++)
-    TORCH_CHECK(p[b] >= 0 && p[b] < M, "decode_attention: position ", p[b], " outside a cache of ", M);
+  check_positions("decode_attention", pc, k_cache.size(1));
   at::Tensor y = at::empty({n, H, D}, q.options());
   if (dt == at::kFloat)
     dispatch_d<float>(D, qc, kc, vc, k_cache, v_cache, pc, y, scale);
@@ -529,13 +533,11 @@ void store_decoded(at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& k
     TORCH_CHECK(c->stride(4) == 1 && c->stride(3) == D, "store_decoded: a position's rows must be contiguous");
   TORCH_CHECK(pos.dim() == 1 && pos.size(0) == n && pos.scalar_type() == at::kLong, "store_decoded: pos is (n,) int64");
   const auto kc = k.contiguous(), vc = v.contiguous(), pc = pos.contiguous();
+  check_positions("store_decoded", pc, M);
   const int64_t* p = pc.const_data_ptr<int64_t>();
-  for (int64_t b = 0; b < n; b++)
-    TORCH_CHECK(p[b] >= 0 && p[b] < M, "store_decoded: position ", p[b], " outside a cache of ", M);
-  const int64_t run = G * D * static_cast<int64_t>(k.element_size());
+  const int64_t e = k.element_size(), run = G * D * e;
   char *K = static_cast<char*>(k_cache.data_ptr()), *V = static_cast<char*>(v_cache.data_ptr());
   const char *ks = static_cast<const char*>(kc.const_data_ptr()), *vs = static_cast<const char*>(vc.const_data_ptr());
-  const int64_t e = k.element_size();
   for (int64_t l = 0; l < layers; l++)
     for (int64_t b = 0; b < n; b++) {
       const int64_t src = (l * n + b) * run;
