@@ -4,9 +4,10 @@
 // The caches are (slots, max_len, G, D): a position's keys of all kv heads are one run of
 // G * D numbers, so a sequence's keys and values are two runs read in order. Work is split
 // by sequence (or, for fewer sequences than threads on a long context, by its kv heads):
-// scores for a block of 16 keys at a time for every query head, one float32 softmax per
-// head, then the values block by block, with rows asked for a fixed distance ahead of the
-// reads. Only the output is written. See chatsmith/model/decode_attention.py for why.
+// scores, one float32 softmax per head, then the values. The bf16 kernel reads both runs
+// position by position; the generic one head by head in blocks of 16 positions, with rows
+// asked for a fixed distance ahead of the reads. Only the output is written. See
+// chatsmith/model/decode_attention.py for why.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/functional.h>
@@ -293,106 +294,108 @@ void attend(const T* q, const T* k_new, const T* v_new, const T* K, const T* V, 
 // here a key row is scored straight from bf16 (vdpbf16ps: 32 products summed in pairs into
 // float32 lanes, exact products) and a value row widens with one shift and one mask, which
 // split it into its even and odd numbers instead of converting it in order. Scores,
-// softmax and the weighted sum stay float32, as above; about half the work per key.
-template <int NB>  // head_dim = 32 * NB: a row is NB vectors of 32 bf16
+// softmax and the weighted sum stay float32, as above.
+//
+// Keys and values are read position by position, all of a task's heads of one position
+// before the next, so each sequence's keys and then its values are read as one run front to
+// back: the order the hardware prefetcher streams best, with no prefetching of its own. Head
+// by head within blocks of 16 positions (the generic kernel's order) took 1.3-2x as long per
+// layer for 32 sequences of 128-480 cached tokens, from DRAM or L3 alike. The products of 16
+// (position, head) pairs, in reading order, are summed in one transposing tree.
+template <int NB, int QHC>  // head_dim = 32 * NB; QHC: query heads per task, when it divides 16 (else 0)
 void attend_bf16(const c10::BFloat16* q, const c10::BFloat16* k_new, const c10::BFloat16* v_new,
                  const c10::BFloat16* K, const c10::BFloat16* V, const int64_t* pos, c10::BFloat16* y,
-                 int64_t n, int64_t H, int64_t G, const int64_t* sK, const int64_t* sV, float scale) {
+                 int64_t n, int64_t H, int64_t G, const int64_t* sK, const int64_t* sV, float scale,
+                 const Split& sp) {
   using T = c10::BFloat16;
   constexpr int D = 32 * NB;
+  constexpr int HC = NB == 1 ? 8 : 8 / NB;  // heads per pass over the values: 2 * HC * NB accumulators
   const int64_t R = H / G;
-  const Split sp = split_tasks(pos, n, G, D * int64_t(sizeof(T)));
-  const int64_t QH = sp.heads * R, S = sp.longest + BLOCK;  // query heads per task, scores per head
+  const int64_t QH = QHC ? QHC : sp.heads * R, S = (sp.longest + BLOCK) / BLOCK * BLOCK;
   at::parallel_for(0, n * sp.parts, sp.grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(QH * S), inv(QH);
-    std::vector<float> acc(QH * 2 * D);  // per query head and vector k: its even entries, then its odd
+    std::vector<float> scores(QH * S), inv(QH);  // query head i's scores at scores[i * S]
+    std::vector<__m512bh> qv(QH * NB);
+    std::vector<int64_t> koff(QH), voff(QH), noff(QH);  // query head i's row in a position, from the task's first
+    for (int64_t i = 0; i < QH; i++) koff[i] = i / R * sK[2], voff[i] = i / R * sV[2], noff[i] = i / R * D;
     const __m512i high = _mm512_set1_epi32(int32_t(0xFFFF0000u));
     const __m512 vscale = _mm512_set1_ps(scale);
-    Ahead<T, D> ahead(K, V, sK, sV, pos, sp, begin, end);
+    float* sc = scores.data();
     for (int64_t task = begin; task < end; task++) {
       const int64_t b = task / sp.parts, g0 = task % sp.parts * sp.heads, h0 = g0 * R, L = pos[b];
-      const Rows<T> rows = rows_of(K, V, sK, sV, b);
-      prefetch_rows<T, D>(rows.key(0, g0), rows.sk, std::min<int64_t>(BLOCK, L), sp);
-      // Scores: whole blocks of 16 keys, each block summed in one transposing tree ...
-      int64_t l = 0;
-      for (; l + BLOCK <= L; l += BLOCK) {
-        ahead.step();
-        prefetch_rows<T, D>(rows.key(l + BLOCK, g0), rows.sk, std::min<int64_t>(BLOCK, L - l - BLOCK), sp);
-        for (int64_t i = 0; i < QH; i++) {
-          const int64_t g = (h0 + i) / R;
-          __m512bh qv[NB];
-          for (int k = 0; k < NB; k++) qv[k] = (__m512bh)_mm512_loadu_si512(q + (b * H + h0 + i) * D + 32 * k);
-          Vec prod[BLOCK];
-          for (int j = 0; j < BLOCK; j++) {
-            const T* row = rows.key(l + j, g);
-            __m512 a = _mm512_setzero_ps();
-            for (int k = 0; k < NB; k++) a = _mm512_dpbf16_ps(a, qv[k], (__m512bh)_mm512_loadu_si512(row + 32 * k));
-            prod[j] = a;
-          }
-          _mm512_storeu_ps(scores.data() + i * S + l, _mm512_mul_ps(sum16(prod), vscale));
+      const T* kb = K + b * sK[0] + g0 * sK[2];
+      const T* vb = V + b * sV[0] + g0 * sV[2];
+      const T* kn = k_new + (b * G + g0) * D;
+      const T* vn = v_new + (b * G + g0) * D;
+      for (int64_t i = 0; i < QH; i++)
+        for (int k = 0; k < NB; k++) qv[i * NB + k] = (__m512bh)_mm512_loadu_si512(q + (b * H + h0 + i) * D + 32 * k);
+      auto dot = [&](int64_t i, const T* row) {
+        __m512 a = _mm512_setzero_ps();
+        for (int k = 0; k < NB; k++) a = _mm512_dpbf16_ps(a, qv[i * NB + k], (__m512bh)_mm512_loadu_si512(row + 32 * k));
+        return a;
+      };
+      // Scores: the (position, head) pairs in reading order, 16 at a time.
+      int64_t l = 0, i = 0;
+      for (int64_t t = 0; t + 16 <= L * QH; t += 16) {
+        const int64_t l0 = l, i0 = i;
+        Vec prod[16];
+        alignas(64) float tmp[16];
+        if constexpr (QHC > 0) {  // 16 / QHC whole positions: every index known when compiling
+          for (int p = 0; p < 16 / QHC; p++)
+            for (int h = 0; h < QHC; h++) prod[p * QHC + h] = dot(h, kb + (l + p) * sK[1] + koff[h]);
+          _mm512_store_ps(tmp, _mm512_mul_ps(sum16(prod), vscale));
+          for (int p = 0; p < 16 / QHC; p++)
+            for (int h = 0; h < QHC; h++) sc[h * S + l + p] = tmp[p * QHC + h];
+          l += 16 / QHC;
+          continue;
+        }
+        for (int j = 0; j < 16; j++) {
+          prod[j] = dot(i, kb + l * sK[1] + koff[i]);
+          if (++i == QH) i = 0, l++;
+        }
+        _mm512_store_ps(tmp, _mm512_mul_ps(sum16(prod), vscale));
+        for (int64_t j = 0, ii = i0, ll = l0; j < 16; j++) {
+          sc[ii * S + ll] = tmp[j];
+          if (++ii == QH) ii = 0, ll++;
         }
       }
-      // ... then the rest one by one, and the sequence's own new key.
-      if (l < L) ahead.step();
-      prefetch_rows<T, D>(rows.value(0, g0), rows.sv, std::min<int64_t>(BLOCK, L), sp);
-      for (int64_t i = 0; i < QH; i++) {
-        const int64_t g = (h0 + i) / R;
-        __m512bh qv[NB];
-        for (int k = 0; k < NB; k++) qv[k] = (__m512bh)_mm512_loadu_si512(q + (b * H + h0 + i) * D + 32 * k);
-        auto dot = [&](const T* row) {
-          __m512 a = _mm512_setzero_ps();
-          for (int k = 0; k < NB; k++) a = _mm512_dpbf16_ps(a, qv[k], (__m512bh)_mm512_loadu_si512(row + 32 * k));
-          return _mm512_reduce_add_ps(a) * scale;
-        };
-        float* s = scores.data() + i * S;
-        for (int64_t j = l; j < L; j++) s[j] = dot(rows.key(j, g));
-        s[L] = dot(k_new + (b * G + g) * D);
+      for (; l < L;) {  // the last few pairs, then the sequence's own new key
+        sc[i * S + l] = _mm512_reduce_add_ps(dot(i, kb + l * sK[1] + koff[i])) * scale;
+        if (++i == QH) i = 0, l++;
       }
-      softmax_rows(scores.data(), QH, S, L + 1, inv.data());
-      // Values, a block at a time: positions [l0, l0 + cnt), `stride` apart from `first`
-      // (head g0's row of position l0), heads `hstride` apart; the own new values are one
-      // such position.
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      auto add = [&](const T* first, int64_t stride, int64_t hstride, int64_t l0, int64_t cnt) {
-        for (int64_t i = 0; i < QH; i++) {
-          const int64_t g = (h0 + i) / R;
-          const float* p = scores.data() + i * S + l0;
-          float* out = acc.data() + i * 2 * D;
-          __m512 a[2][NB];
-          for (int k = 0; k < NB; k++) {
-            a[0][k] = _mm512_loadu_ps(out + 32 * k);
-            a[1][k] = _mm512_loadu_ps(out + 32 * k + 16);
-          }
-          for (int64_t j = 0; j < cnt; j++) {
-            const __m512 w = _mm512_set1_ps(p[j]);
-            const T* row = first + j * stride + (g - g0) * hstride;
+      for (int64_t h = 0; h < QH; h++) sc[h * S + L] = _mm512_reduce_add_ps(dot(h, kn + noff[h])) * scale;
+      softmax_rows(sc, QH, S, L + 1, inv.data());
+      // Values: HC heads at a time in registers, position by position; the own new value last.
+      for (int64_t h = 0; h < QH; h += HC) {
+        const int64_t hc = std::min<int64_t>(HC, QH - h);
+        __m512 a[HC][NB][2];
+        for (int i = 0; i < HC; i++)
+          for (int k = 0; k < NB; k++) a[i][k][0] = a[i][k][1] = _mm512_setzero_ps();
+        auto add = [&](const T* row, const int64_t* off, int64_t l) {
+          for (int i = 0; i < HC; i++) {
+            if (i >= hc) break;
+            const __m512 w = _mm512_set1_ps(sc[(h + i) * S + l]);
+            const T* r = row + off[h + i];
             for (int k = 0; k < NB; k++) {
-              const __m512i x = _mm512_loadu_si512(row + 32 * k);
-              a[0][k] = _mm512_fmadd_ps(w, _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), a[0][k]);
-              a[1][k] = _mm512_fmadd_ps(w, _mm512_castsi512_ps(_mm512_and_si512(x, high)), a[1][k]);
+              const __m512i x = _mm512_loadu_si512(r + 32 * k);
+              a[i][k][0] = _mm512_fmadd_ps(w, _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), a[i][k][0]);
+              a[i][k][1] = _mm512_fmadd_ps(w, _mm512_castsi512_ps(_mm512_and_si512(x, high)), a[i][k][1]);
             }
           }
+        };
+        for (int64_t p = 0; p < L; p++) add(vb + p * sV[1], voff.data(), p);
+        add(vn, noff.data(), L);
+        for (int i = 0; i < hc; i++) {  // back in order: entry 32k + 2j is the even sum j, 32k + 2j + 1 the odd
+          alignas(64) float even[16], odd[16];
+          T* out = y + (b * H + h0 + h + i) * D;
           for (int k = 0; k < NB; k++) {
-            _mm512_storeu_ps(out + 32 * k, a[0][k]);
-            _mm512_storeu_ps(out + 32 * k + 16, a[1][k]);
+            _mm512_store_ps(even, a[i][k][0]);
+            _mm512_store_ps(odd, a[i][k][1]);
+            for (int j = 0; j < 16; j++) {
+              out[32 * k + 2 * j] = T(even[j] * inv[h + i]);
+              out[32 * k + 2 * j + 1] = T(odd[j] * inv[h + i]);
+            }
           }
         }
-      };
-      for (int64_t l0 = 0; l0 < L; l0 += BLOCK) {
-        ahead.step();
-        prefetch_rows<T, D>(rows.value(l0 + BLOCK, g0), rows.sv, std::min<int64_t>(BLOCK, L - l0 - BLOCK), sp);
-        add(rows.value(l0, g0), rows.sv, rows.hv, l0, std::min<int64_t>(BLOCK, L - l0));
-      }
-      add(v_new + (b * G + g0) * D, 0, D, L, 1);
-      for (int64_t i = 0; i < QH; i++) {
-        const float* a = acc.data() + i * 2 * D;
-        alignas(64) float out[D];  // back in order: entry 32k + 2j is the even sum j, 32k + 2j + 1 the odd
-        for (int k = 0; k < NB; k++)
-          for (int j = 0; j < 16; j++) {
-            out[32 * k + 2 * j] = a[32 * k + j] * inv[i];
-            out[32 * k + 2 * j + 1] = a[32 * k + 16 + j] * inv[i];
-          }
-        for (int d = 0; d < D; d++) y[(b * H + h0 + i) * D + d] = T(out[d]);
       }
     }
   });
@@ -415,16 +418,26 @@ void dispatch_d(int64_t D, const at::Tensor& q, const at::Tensor& k_new, const a
   const int64_t sV[3] = {V.stride(0), V.stride(1), V.stride(2)};
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
-    auto bf = [&](auto nb) {
-      attend_bf16<decltype(nb)::value>(q.const_data_ptr<T>(), k_new.const_data_ptr<T>(), v_new.const_data_ptr<T>(),
-                                       K.const_data_ptr<T>(), V.const_data_ptr<T>(), pos.const_data_ptr<int64_t>(),
-                                       y.mutable_data_ptr<T>(), n, H, G, sK, sV, static_cast<float>(scale));
+    const Split sp = split_tasks(pos.const_data_ptr<int64_t>(), n, G, D * int64_t(sizeof(T)));
+    auto bf = [&](auto nb, auto qh) {
+      attend_bf16<decltype(nb)::value, decltype(qh)::value>(
+          q.const_data_ptr<T>(), k_new.const_data_ptr<T>(), v_new.const_data_ptr<T>(), K.const_data_ptr<T>(),
+          V.const_data_ptr<T>(), pos.const_data_ptr<int64_t>(), y.mutable_data_ptr<T>(), n, H, G, sK, sV,
+          static_cast<float>(scale), sp);
+    };
+    auto heads = [&](auto nb) {  // a task's query heads fixed when compiling, where they divide 16
+      switch (sp.heads * (H / G)) {
+        case 4: return bf(nb, std::integral_constant<int, 4>{});
+        case 8: return bf(nb, std::integral_constant<int, 8>{});
+        case 16: return bf(nb, std::integral_constant<int, 16>{});
+      }
+      return bf(nb, std::integral_constant<int, 0>{});
     };
     switch (D) {  // whole 32-number vectors; 16 takes the generic loop
-      case 32: return bf(std::integral_constant<int, 1>{});
-      case 64: return bf(std::integral_constant<int, 2>{});
-      case 128: return bf(std::integral_constant<int, 4>{});
-      case 256: return bf(std::integral_constant<int, 8>{});
+      case 32: return heads(std::integral_constant<int, 1>{});
+      case 64: return heads(std::integral_constant<int, 2>{});
+      case 128: return heads(std::integral_constant<int, 4>{});
+      case 256: return heads(std::integral_constant<int, 8>{});
     }
   }
 #endif
