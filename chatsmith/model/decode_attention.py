@@ -6,18 +6,18 @@ grows with the batch times the context and is not a matmul that oneDNN could tak
 inductor generates for it makes five passes over (sequences, heads, positions): scores,
 mask, max, exponentials, weighted values, with bf16 rounding in between. The kernel here
 (csrc/decode_attention.cpp) makes one: per sequence it reads its cached keys and values in
-order, keeps the scores in float32, and sums 16 dot products at a time in one transposing
-tree on AVX-512. On CPUs with AVX512-BF16 a bf16 cache is scored straight from bf16
-(vdpbf16ps), without widening each key row first, and each position's row of all heads is
-read before the next position's (the cache keeps a position's keys of all heads together,
-kv_cache._Storage), so a sequence's keys and then its values stream front to back as the
-hardware prefetcher likes best. Inside a decode step the weights have pushed the cache out
-of L3 since the last step, so the kernel waits on memory (4 MB of keys and values per layer
-on the demo model's shape: 32 sequences, 8 heads of 32, 128 cached tokens, bf16). Against
-reading head by head in blocks of 16 positions (the generic float32 loop's order, which
-also fetches rows 64 KB ahead of its reads), a 32-sequence step of the demo model took
-5-10 % less at 128 cached tokens and about 30 % less at 480 (4.9 against 7.2 ms); one
-sequence's step took the same.
+order, each position's row of all heads before the next position's (the cache keeps a
+position's keys of all heads together, kv_cache._Storage), so a sequence's keys and then its
+values stream front to back as the hardware prefetcher likes best; it keeps the scores in
+float32 and sums 16 dot products at a time in one transposing tree on AVX-512. On CPUs with
+AVX512-BF16 a bf16 cache is scored straight from bf16 (vdpbf16ps), without widening each
+key row first. Inside a decode step the weights have pushed the cache out of L3 since the
+last step, so the kernel waits on memory (4 MB of keys and values per layer on the demo
+model's shape: 32 sequences, 8 heads of 32, 128 cached tokens, bf16). Against reading head
+by head in blocks of 16 positions with rows fetched 64 KB ahead (the order before), a
+32-sequence step of the demo model took 5-10 % less at 128 cached tokens and about 30 %
+less at 480 (4.9 against 7.2 ms); one sequence's step took the same. The float32 loop
+(float32 caches, or bf16 ones on CPUs without AVX512-BF16) took the same to 18 % less.
 
 The same extension holds `prefill_attention`, the attention of a packed prefill (several
 whole prompts in one row, engine/prefill.py): per prompt one SDPA call over its own tokens

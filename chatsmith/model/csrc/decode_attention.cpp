@@ -4,10 +4,9 @@
 // The caches are (slots, max_len, G, D): a position's keys of all kv heads are one run of
 // G * D numbers, so a sequence's keys and values are two runs read in order. Work is split
 // by sequence (or, for fewer sequences than threads on a long context, by its kv heads):
-// scores, one float32 softmax per head, then the values. The bf16 kernel reads both runs
-// position by position; the generic one head by head in blocks of 16 positions, with rows
-// asked for a fixed distance ahead of the reads. Only the output is written. See
-// chatsmith/model/decode_attention.py for why.
+// scores, one float32 softmax per head, then the values, each run read position by
+// position, all of a task's heads of a position before the next. Only the output is
+// written. See chatsmith/model/decode_attention.py for why.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/functional.h>
@@ -84,26 +83,19 @@ inline Vec sum16(const Vec* v) {
 }
 #endif
 
-// Positions are read in blocks of BLOCK: first every block's keys (scores for each query
-// head), then, after the softmax, every block's values.
+// Scores per query head are kept for a whole number of blocks of BLOCK positions.
 constexpr int BLOCK = 16;
 
 // How the work is cut: a task is one sequence's kv heads [g0, g0 + heads): all of them,
 // unless fewer sequences than threads decode a long context. A thread's chunk of tasks
 // holds at least ~2k key rows: below that, waking a second thread costs more than it saves.
-// fetch: whether to prefetch at all; below 1 MB of keys and values a call's rows are still
-// in the caches, and asking for them again only costs instructions (1-3 % of a one-sequence step).
 struct Split {
   int64_t parts, heads, grain, longest;
-  bool fetch;
 };
 
-inline Split split_tasks(const int64_t* pos, int64_t n, int64_t G, int64_t row_bytes) {
-  int64_t longest = 0, rows = 0;
-  for (int64_t b = 0; b < n; b++) {
-    longest = std::max(longest, pos[b]);
-    rows += pos[b];
-  }
+inline Split split_tasks(const int64_t* pos, int64_t n, int64_t G) {
+  int64_t longest = 0;
+  for (int64_t b = 0; b < n; b++) longest = std::max(longest, pos[b]);
   int64_t parts = 1;
   const int64_t threads = at::get_num_threads();
   if (n < threads && (longest + 1) * G >= 1024 * threads) {  // few sequences, long enough to share
@@ -111,84 +103,8 @@ inline Split split_tasks(const int64_t* pos, int64_t n, int64_t G, int64_t row_b
     while (G % parts) parts++;
   }
   const int64_t heads = G / parts;
-  const bool fetch = 2 * rows * G * row_bytes >= (int64_t(1) << 20);
-  return {parts, heads, std::max<int64_t>(1, 2048 / ((longest + 1) * heads)), longest, fetch};
+  return {parts, heads, std::max<int64_t>(1, 2048 / ((longest + 1) * heads)), longest};
 }
-
-// A task's rows: the caches are (slots, max_len, G, D), rows of D contiguous numbers, so
-// a sequence's positions are runs of G * D numbers, one after another.
-template <typename T>
-struct Rows {
-  const T *k, *v;
-  int64_t sk, sv, hk, hv;  // strides: position, head
-
-  const T* key(int64_t l, int64_t g) const { return k + l * sk + g * hk; }
-  const T* value(int64_t l, int64_t g) const { return v + l * sv + g * hv; }
-};
-
-template <typename T>
-inline Rows<T> rows_of(const T* K, const T* V, const int64_t* sK, const int64_t* sV, int64_t b) {
-  return {K + b * sK[0], V + b * sV[0], sK[1], sV[1], sK[2], sV[2]};
-}
-
-// Ask for `count` positions' rows of a task's heads from `first` on, one position `stride`
-// numbers after another, into L2. (Into L1 was slower: a block of rows and the next one
-// do not fit there beside what the kernel is reading.)
-template <typename T, int D>
-inline void prefetch_rows(const T* first, int64_t stride, int64_t count, const Split& sp) {
-  if (!sp.fetch) return;
-  const int64_t bytes = sp.heads * D * int64_t(sizeof(T));
-  for (int64_t l = 0; l < count; l++) {
-    const char* c = reinterpret_cast<const char*>(first + l * stride);
-    for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 1);
-  }
-}
-
-// Rows fetched into L2 a fixed distance ahead of the reads, in the order the kernel reads
-// them: each task's blocks of keys, then its blocks of values, then the next task's. Inside
-// a decode step the cache is rarely still in L3 (the weights ran through it since the last
-// step), and the hardware prefetcher does not cross 4 KB pages; this keeps the memory busy
-// while the kernel computes. 32-128 KB ahead gave the same step time; 256 KB was slower
-// (rows fetched too early are pushed out of L2 before they are read).
-constexpr int64_t AHEAD_BYTES = 64 * 1024;
-
-template <typename T, int D>
-struct Ahead {
-  const T *K, *V;
-  const int64_t *sK, *sV, *pos;
-  const Split& sp;
-  int64_t task, end, phase = 0, block = 0;
-
-  Ahead(const T* K_, const T* V_, const int64_t* sK_, const int64_t* sV_, const int64_t* pos_, const Split& sp_,
-        int64_t begin, int64_t end_)
-      : K(K_), V(V_), sK(sK_), sV(sV_), pos(pos_), sp(sp_), task(begin), end(end_) {
-    const int64_t block_bytes = BLOCK * sp.heads * D * int64_t(sizeof(T));
-    if (!sp.fetch) task = end;  // nothing to fetch: every step is a no-op
-    for (int64_t i = std::max<int64_t>(2, AHEAD_BYTES / block_bytes); i > 0; i--) step();
-  }
-
-  // Fetch the next block of the stream (one call per block the kernel reads).
-  void step() {
-    while (task < end && block * BLOCK >= pos[task / sp.parts]) {  // this phase (or task) is done
-      block = 0;
-      if (phase == 0) {
-        phase = 1;
-      } else {
-        phase = 0;
-        task++;
-      }
-    }
-    if (task >= end) return;
-    const int64_t b = task / sp.parts, g0 = task % sp.parts * sp.heads, l = block * BLOCK;
-    const Rows<T> r = rows_of(K, V, sK, sV, b);
-    const int64_t cnt = std::min<int64_t>(BLOCK, pos[b] - l);
-    if (phase == 0)
-      prefetch_rows<T, D>(r.key(l, g0), r.sk, cnt, sp);
-    else
-      prefetch_rows<T, D>(r.value(l, g0), r.sv, cnt, sp);
-    block++;
-  }
-};
 
 // Softmax of nr rows of `len` scores (row r at scores + r * stride), in place, unnormalised:
 // inv[r] is the factor that normalises row r.
@@ -202,87 +118,88 @@ inline void softmax_rows(float* scores, int64_t nr, int64_t stride, int64_t len,
 }
 
 // The generic kernel: float32 or bf16 caches (bf16 widened to float32 row by row), any
-// vector width. Task: one sequence's kv heads; scores[i] holds query head i's L cached
-// scores, then its own new key's; values are summed a block at a time into acc.
+// vector width. In the same order as the bf16 kernel below: a task's keys position by
+// position, all its heads of a position before the next (16 products summed in one tree on
+// AVX-512), one float32 softmax per query head, then its values position by position with
+// up to HC heads' sums in registers.
 template <typename T, int NV>
 void attend(const T* q, const T* k_new, const T* v_new, const T* K, const T* V, const int64_t* pos,
             T* y, int64_t n, int64_t H, int64_t G, const int64_t* sK, const int64_t* sV, float scale) {
   constexpr int D = NV * VS;
+  constexpr int HC = NV >= 8 ? 1 : 8 / NV;  // heads per pass over the values: HC * NV accumulators
   const int64_t R = H / G;
-  const Split sp = split_tasks(pos, n, G, D * int64_t(sizeof(T)));
-  const int64_t QH = sp.heads * R, S = sp.longest + 1;  // query heads per task, scores per head
+  const Split sp = split_tasks(pos, n, G);
+  const int64_t QH = sp.heads * R, S = (sp.longest + BLOCK) / BLOCK * BLOCK;
   at::parallel_for(0, n * sp.parts, sp.grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(QH * S), inv(QH);
-    std::vector<Vec> acc(QH * NV);
-    Ahead<T, D> ahead(K, V, sK, sV, pos, sp, begin, end);
+    std::vector<float> scores(QH * S), inv(QH);  // query head i's scores at scores[i * S]
+    std::vector<Vec> qv(QH * NV);
+    std::vector<int64_t> koff(QH), voff(QH), noff(QH);  // query head i's row in a position, from the task's first
+    for (int64_t i = 0; i < QH; i++) koff[i] = i / R * sK[2], voff[i] = i / R * sV[2], noff[i] = i / R * D;
+    float* sc = scores.data();
     for (int64_t task = begin; task < end; task++) {
-      const int64_t b = task / sp.parts, g0 = task % sp.parts * sp.heads, L = pos[b];
-      const Rows<T> rows = rows_of(K, V, sK, sV, b);
-      for (int64_t l0 = 0; l0 <= L; l0 += BLOCK) {  // the last block ends with the own key
-        const int64_t cnt = std::min<int64_t>(BLOCK, L - l0);
-        if (cnt > 0) ahead.step();
-        prefetch_rows<T, D>(rows.key(l0 + BLOCK, g0), rows.sk, std::min<int64_t>(BLOCK, L - l0 - BLOCK), sp);
-        for (int64_t i = 0; i < QH; i++) {
-          const int64_t g = (g0 * R + i) / R;
-          float* s = scores.data() + i * S;
-          Vec qv[NV], kv[NV];
-          load<NV>(q + (b * H + g0 * R + i) * D, qv);
-          for (int k = 0; k < NV; k++) qv[k] = qv[k] * Vec(scale);
-          int64_t j = 0;
-#if defined(CPU_CAPABILITY_AVX512)
-          if (cnt == BLOCK) {  // 16 product vectors summed in one transposing tree
-            Vec prod[BLOCK];
-            for (; j < BLOCK; j++) {
-              load<NV>(rows.key(l0 + j, g), kv);
-              Vec a = qv[0] * kv[0];
-              for (int k = 1; k < NV; k++) a = at::vec::fmadd(qv[k], kv[k], a);
-              prod[j] = a;
-            }
-            sum16(prod).store(s + l0);
-          }
-#endif
-          for (; j < cnt; j++) {
-            load<NV>(rows.key(l0 + j, g), kv);
-            s[l0 + j] = dot<NV>(qv, kv);
-          }
-          if (cnt < BLOCK) {
-            load<NV>(k_new + (b * G + g) * D, kv);
-            s[L] = dot<NV>(qv, kv);
-          }
-        }
-      }
-      softmax_rows(scores.data(), QH, S, L + 1, inv.data());
-      std::fill(acc.begin(), acc.end(), Vec(0.0f));
-      for (int64_t l0 = 0; l0 <= L; l0 += BLOCK) {
-        const int64_t cnt = std::min<int64_t>(BLOCK, L + 1 - l0);  // position L: the new value
-        if (l0 < L) ahead.step();
-        prefetch_rows<T, D>(rows.value(l0 + BLOCK, g0), rows.sv, std::min<int64_t>(BLOCK, L - l0 - BLOCK), sp);
-        for (int64_t i = 0; i < QH; i++) {
-          const int64_t g = (g0 * R + i) / R;
-          const float* s = scores.data() + i * S;
-          Vec a[2][NV], vv[NV];  // two rows in flight, so the FMAs overlap
-          for (int k = 0; k < NV; k++) {
-            a[0][k] = acc[i * NV + k];
-            a[1][k] = Vec(0.0f);
-          }
-          auto add = [&](int64_t l, Vec* into) {
-            load<NV>(l < L ? rows.value(l, g) : v_new + (b * G + g) * D, vv);
-            const Vec p(s[l]);
-            for (int k = 0; k < NV; k++) into[k] = at::vec::fmadd(p, vv[k], into[k]);
-          };
-          int64_t j = 0;
-          for (; j + 1 < cnt; j += 2) {
-            add(l0 + j, a[0]);
-            add(l0 + j + 1, a[1]);
-          }
-          if (j < cnt) add(l0 + j, a[0]);
-          for (int k = 0; k < NV; k++) acc[i * NV + k] = a[0][k] + a[1][k];
-        }
-      }
+      const int64_t b = task / sp.parts, g0 = task % sp.parts * sp.heads, h0 = g0 * R, L = pos[b];
+      const T* kb = K + b * sK[0] + g0 * sK[2];
+      const T* vb = V + b * sV[0] + g0 * sV[2];
+      const T* kn = k_new + (b * G + g0) * D;
+      const T* vn = v_new + (b * G + g0) * D;
       for (int64_t i = 0; i < QH; i++) {
-        Vec out[NV];
-        for (int k = 0; k < NV; k++) out[k] = acc[i * NV + k] * Vec(inv[i]);
-        store<NV>(y + (b * H + g0 * R + i) * D, out);
+        load<NV>(q + (b * H + h0 + i) * D, qv.data() + i * NV);
+        for (int k = 0; k < NV; k++) qv[i * NV + k] = qv[i * NV + k] * Vec(scale);
+      }
+      int64_t l = 0, i = 0;
+#if defined(CPU_CAPABILITY_AVX512)
+      for (int64_t t = 0; t + 16 <= L * QH; t += 16) {  // (position, head) pairs in reading order
+        const int64_t l0 = l, i0 = i;
+        Vec prod[16], kv[NV];
+        for (int j = 0; j < 16; j++) {
+          load<NV>(kb + l * sK[1] + koff[i], kv);
+          const Vec* qi = qv.data() + i * NV;
+          Vec a = qi[0] * kv[0];
+          for (int k = 1; k < NV; k++) a = at::vec::fmadd(qi[k], kv[k], a);
+          prod[j] = a;
+          if (++i == QH) i = 0, l++;
+        }
+        alignas(64) float tmp[16];
+        sum16(prod).store(tmp);
+        for (int64_t j = 0, ii = i0, ll = l0; j < 16; j++) {
+          sc[ii * S + ll] = tmp[j];
+          if (++ii == QH) ii = 0, ll++;
+        }
+      }
+#endif
+      for (; l < L;) {
+        Vec kv[NV];
+        load<NV>(kb + l * sK[1] + koff[i], kv);
+        sc[i * S + l] = dot<NV>(qv.data() + i * NV, kv);
+        if (++i == QH) i = 0, l++;
+      }
+      for (int64_t h = 0; h < QH; h++) {  // the sequence's own new key
+        Vec kv[NV];
+        load<NV>(kn + noff[h], kv);
+        sc[h * S + L] = dot<NV>(qv.data() + h * NV, kv);
+      }
+      softmax_rows(sc, QH, S, L + 1, inv.data());
+      for (int64_t h = 0; h < QH; h += HC) {
+        const int64_t hc = std::min<int64_t>(HC, QH - h);
+        Vec a[HC][NV];
+        for (int i = 0; i < HC; i++)
+          for (int k = 0; k < NV; k++) a[i][k] = Vec(0.0f);
+        auto add = [&](const T* row, const int64_t* off, int64_t p) {
+          for (int i = 0; i < HC; i++) {
+            if (i >= hc) break;
+            Vec vv[NV];
+            load<NV>(row + off[h + i], vv);
+            const Vec w(sc[(h + i) * S + p]);
+            for (int k = 0; k < NV; k++) a[i][k] = at::vec::fmadd(w, vv[k], a[i][k]);
+          }
+        };
+        for (int64_t p = 0; p < L; p++) add(vb + p * sV[1], voff.data(), p);
+        add(vn, noff.data(), L);
+        for (int i = 0; i < hc; i++) {
+          Vec out[NV];
+          for (int k = 0; k < NV; k++) out[k] = a[i][k] * Vec(inv[h + i]);
+          store<NV>(y + (b * H + h0 + h + i) * D, out);
+        }
       }
     }
   });
@@ -299,9 +216,10 @@ void attend(const T* q, const T* k_new, const T* v_new, const T* K, const T* V, 
 // Keys and values are read position by position, all of a task's heads of one position
 // before the next, so each sequence's keys and then its values are read as one run front to
 // back: the order the hardware prefetcher streams best, with no prefetching of its own. Head
-// by head within blocks of 16 positions (the generic kernel's order) took 1.3-2x as long per
-// layer for 32 sequences of 128-480 cached tokens, from DRAM or L3 alike. The products of 16
-// (position, head) pairs, in reading order, are summed in one transposing tree.
+// by head within blocks of 16 positions, with rows fetched 64 KB ahead (the order both
+// kernels had before), took 1.3-2x as long per layer for 32 sequences of 128-480 cached
+// tokens, from DRAM or L3 alike. The products of 16 (position, head) pairs, in reading
+// order, are summed in one transposing tree.
 template <int NB, int QHC>  // head_dim = 32 * NB; QHC: query heads per task, when it divides 16 (else 0)
 void attend_bf16(const c10::BFloat16* q, const c10::BFloat16* k_new, const c10::BFloat16* v_new,
                  const c10::BFloat16* K, const c10::BFloat16* V, const int64_t* pos, c10::BFloat16* y,
@@ -418,7 +336,7 @@ void dispatch_d(int64_t D, const at::Tensor& q, const at::Tensor& k_new, const a
   const int64_t sV[3] = {V.stride(0), V.stride(1), V.stride(2)};
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
-    const Split sp = split_tasks(pos.const_data_ptr<int64_t>(), n, G, D * int64_t(sizeof(T)));
+    const Split sp = split_tasks(pos.const_data_ptr<int64_t>(), n, G);
     auto bf = [&](auto nb, auto qh) {
       attend_bf16<decltype(nb)::value, decltype(qh)::value>(
           q.const_data_ptr<T>(), k_new.const_data_ptr<T>(), v_new.const_data_ptr<T>(), K.const_data_ptr<T>(),
