@@ -34,7 +34,7 @@ def reference(q, k_new, v_new, K, V, pos, scale):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 # Query heads per task (H, or H / parts when heads are split) of 4, 8 and 16 take the bf16
-# kernel's compiled-in loop; 6, 3 and 2 its general one, and 8 heads of 128 four value passes.
+# kernel's compiled-in loop; 6 and 2 its general one, and 8 heads of 128 four value passes.
 @pytest.mark.parametrize(
     ("H", "G", "D"), [(4, 2, 16), (8, 8, 32), (4, 1, 64), (8, 2, 128), (6, 3, 32), (16, 4, 32)]
 )

@@ -83,8 +83,9 @@ inline Vec sum16(const Vec* v) {
 }
 #endif
 
-// Scores per query head are kept for a whole number of blocks of BLOCK positions.
-constexpr int BLOCK = 16;
+// The stride of the per-query-head rows of scores: a head's cached positions and its own new
+// key, rounded up to whole 64-byte lines so that no two heads' rows share one.
+inline int64_t score_stride(int64_t longest) { return (longest + 16) / 16 * 16; }
 
 // How the work is cut: a task is one sequence's kv heads [g0, g0 + heads): all of them,
 // unless fewer sequences than threads decode a long context. A thread's chunk of tasks
@@ -129,7 +130,7 @@ void attend(const T* q, const T* k_new, const T* v_new, const T* K, const T* V, 
   constexpr int HC = NV >= 8 ? 1 : 8 / NV;  // heads per pass over the values: HC * NV accumulators
   const int64_t R = H / G;
   const Split sp = split_tasks(pos, n, G);
-  const int64_t QH = sp.heads * R, S = (sp.longest + BLOCK) / BLOCK * BLOCK;
+  const int64_t QH = sp.heads * R, S = score_stride(sp.longest);
   at::parallel_for(0, n * sp.parts, sp.grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(QH * S), inv(QH);  // query head i's scores at scores[i * S]
     std::vector<Vec> qv(QH * NV);
@@ -229,7 +230,7 @@ void attend_bf16(const c10::BFloat16* q, const c10::BFloat16* k_new, const c10::
   constexpr int D = 32 * NB;
   constexpr int HC = NB == 1 ? 8 : 8 / NB;  // heads per pass over the values: 2 * HC * NB accumulators
   const int64_t R = H / G;
-  const int64_t QH = QHC ? QHC : sp.heads * R, S = (sp.longest + BLOCK) / BLOCK * BLOCK;
+  const int64_t QH = QHC ? QHC : sp.heads * R, S = score_stride(sp.longest);
   at::parallel_for(0, n * sp.parts, sp.grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(QH * S), inv(QH);  // query head i's scores at scores[i * S]
     std::vector<__m512bh> qv(QH * NB);
