@@ -4,7 +4,10 @@ the eager time.
 A decode step computes one token for each running sequence: a few dozen small operations
 per layer, each of which costs more to dispatch from Python than to run at these sizes.
 torch.compile turns the step into one graph (fused elementwise kernels, the weights packed
-for the matmuls when `freeze`), so the time goes to the arithmetic. A long prompt's chunks
+for the matmuls when `freeze`), so the time goes to the arithmetic. With bf16 weights on a
+CPU with AVX512-BF16 the matmuls are chatsmith's own (model/cpu_matmul.py): at a few rows
+oneDNN's set-up cost more than its arithmetic, and one sequence's step took 0.4 ms instead
+of 0.7 on the demo model. A long prompt's chunks
 stay eager: they are large enough that dispatch does not matter; short prompts packed
 together have a compiled graph of their own on CPUs (engine/prefill.py).
 
@@ -17,9 +20,10 @@ On CPUs the attention inside the graph is model/decode_attention.py's C++ kernel
 one op (one pass over each sequence's keys and values); where it cannot be built, or for a
 head size it lacks, the PyTorch attention of kv_cache.DecodeView is compiled instead.
 
-`freeze` makes the weights constants of the graph (faster on CPUs) and fuses the q/k/v and
-gate/up projections (GPT.fuse_projections): the model must not change afterwards, so an
-engine used for RL rollouts, whose weights move, leaves it off.
+`freeze` makes the weights constants of the graph (faster on CPUs), fuses the q/k/v and
+gate/up projections (GPT.fuse_projections) and packs the weights for that matmul
+(GPT.pack_matmuls): the model must not change afterwards, so an engine used for RL
+rollouts, whose weights move, leaves it off.
 """
 
 from __future__ import annotations
@@ -52,8 +56,9 @@ def compile_own(method: Callable[..., Any], obj: object) -> Callable[..., Any]:
 class CompiledDecode:
     def __init__(self, model: GPT, cache: SlotKVCache, freeze: bool = True) -> None:
         self.model, self.cache = model, cache
-        if freeze:  # the weights are constants from here on, so their fused copies stay true
+        if freeze:  # the weights are constants from here on, so their fused, packed copies stay true
             model.fuse_projections()
+            model.pack_matmuls()
         self.freeze = freeze
         c = model.cfg
         # The C++ decode attention where it applies (CPU, a head size it takes); else PyTorch's.
@@ -104,8 +109,9 @@ class CompiledDecode:
         dev = self.cache.device
         # Freezing must be on in inductor's global config while it compiles: inductor reads
         # it before a compile's `options` apply, so passing it there is silently ignored
-        # (torch 2.13). Frozen, the weights are constants and CPU matmuls use oneDNN's
-        # prepacked bf16 kernels: about a fifth off each matmul at 32 rows, a third at one.
+        # (torch 2.13). Frozen, the weights are constants and the matmuls left to oneDNN
+        # (float32, or CPUs without AVX512-BF16) use its prepacked kernels: about a fifth
+        # off each matmul at 32 rows, a third at one.
         with inductor_config.patch(freezing=self.freeze):
             for n in (1, 2):
                 ids = torch.zeros(n, dtype=torch.long, device=dev)

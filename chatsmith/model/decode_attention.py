@@ -45,7 +45,9 @@ import torch
 
 from chatsmith.common.log import info, warn
 
-SOURCE = Path(__file__).with_name("csrc") / "decode_attention.cpp"
+# One extension for chatsmith's CPU kernels: these attention ops and the small-batch bf16
+# matmul (model/cpu_matmul.py), built and loaded together.
+SOURCES = [Path(__file__).with_name("csrc") / f for f in ("decode_attention.cpp", "small_matmul.cpp")]
 _lock = threading.Lock()
 _state: dict[str, bool] = {}
 
@@ -90,7 +92,11 @@ def _build() -> bool:
         # torch's OpenMP runtime is already loaded, so -fopenmp links the kernel to it and
         # at::parallel_for shares its threads.
         load_extension(
-            name, [str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"], is_python_module=False
+            name,
+            [str(f) for f in SOURCES],
+            extra_cflags=flags,
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
         )
     except Exception as e:  # no compiler, no headers: the PyTorch attention still works
         warn(f"the decode attention kernel did not build ({type(e).__name__}: {e}); decoding with PyTorch's")
@@ -99,6 +105,7 @@ def _build() -> bool:
         info(f"built the C++ decode attention in {dt:.0f} s; later runs load it from torch's cache")
     torch.library.register_fake("chatsmith_cpu::decode_attention")(_fake)
     torch.library.register_fake("chatsmith_cpu::prefill_attention")(_fake)
+    torch.library.register_fake("chatsmith_cpu::bf16_matmul")(_fake_matmul)
     return True
 
 
@@ -118,6 +125,11 @@ def store_decoded(
 def _fake(q: torch.Tensor, *args: object) -> torch.Tensor:
     """The op's output for tracing: shaped and typed like q."""
     return q.new_empty(q.shape)
+
+
+def _fake_matmul(x: torch.Tensor, packed: torch.Tensor, n: int) -> torch.Tensor:
+    """bf16_matmul's output for tracing: (M, n) like x."""
+    return x.new_empty((x.size(0), n))
 
 
 def attend(

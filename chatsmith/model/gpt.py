@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from chatsmith.model import cpu_attention
+from chatsmith.model import cpu_attention, cpu_matmul
 from chatsmith.model.kv_cache import Cache
 from chatsmith.model.rope import apply_rope, rope_tables
 
@@ -59,14 +59,30 @@ class RMSNorm(nn.Module):
         return self.weight * y.to(x.dtype)
 
 
+class Linear(nn.Linear):
+    """nn.Linear that, once packed for serving (`pack`), multiplies through chatsmith's bf16
+    CPU kernel (model/cpu_matmul.py). Same parameters and state dict as nn.Linear."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.register_buffer("packed", None, persistent=False)  # a copy of weight: not saved
+
+    @torch.no_grad()
+    def pack(self) -> None:
+        self.packed = cpu_matmul.pack(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cpu_matmul.linear(x, self.weight, self.packed, self.bias)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig, layer: int) -> None:
         super().__init__()
         self.layer, self.H, self.G, self.D = layer, cfg.n_head, cfg.n_kv_head, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.n_embd, self.H * self.D, bias=cfg.qkv_bias)
-        self.k_proj = nn.Linear(cfg.n_embd, self.G * self.D, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(cfg.n_embd, self.G * self.D, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(self.H * self.D, cfg.n_embd, bias=False)
+        self.q_proj = Linear(cfg.n_embd, self.H * self.D, bias=cfg.qkv_bias)
+        self.k_proj = Linear(cfg.n_embd, self.G * self.D, bias=cfg.qkv_bias)
+        self.v_proj = Linear(cfg.n_embd, self.G * self.D, bias=cfg.qkv_bias)
+        self.o_proj = Linear(self.H * self.D, cfg.n_embd, bias=False)
         # Without qk_norm, Identity keeps one forward path (and no q_norm/k_norm weights).
         self.q_norm = RMSNorm(self.D, cfg.rms_eps) if cfg.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.D, cfg.rms_eps) if cfg.qk_norm else nn.Identity()
@@ -74,6 +90,7 @@ class Attention(nn.Module):
         # freezing packs them for the matmul like the weights themselves.
         self.register_buffer("qkv_weight", None, persistent=False)
         self.register_buffer("qkv_bias", None, persistent=False)
+        self.register_buffer("qkv_packed", None, persistent=False)  # set by pack()
 
     @torch.no_grad()
     def fuse(self) -> None:
@@ -84,6 +101,11 @@ class Attention(nn.Module):
         if p[0].bias is not None:
             self.qkv_bias = torch.cat([m.bias for m in p])
 
+    @torch.no_grad()
+    def pack(self) -> None:
+        """Pack the fused q/k/v weight (fuse() first) for cpu_matmul."""
+        self.qkv_packed = cpu_matmul.pack(self.qkv_weight)
+
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Cache | None
     ) -> torch.Tensor:
@@ -91,7 +113,7 @@ class Attention(nn.Module):
         if self.qkv_weight is None:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         else:
-            qkv = F.linear(x, self.qkv_weight, self.qkv_bias)
+            qkv = cpu_matmul.linear(x, self.qkv_weight, self.qkv_packed, self.qkv_bias)
             q, k, v = qkv.split([self.H * self.D, self.G * self.D, self.G * self.D], dim=-1)
         q = self.q_norm(q.reshape(B, T, self.H, self.D)).transpose(1, 2)  # (B, H, T, D)
         k = self.k_norm(k.reshape(B, T, self.G, self.D)).transpose(1, 2)  # (B, G, T, D)
@@ -123,20 +145,26 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
+        self.gate_proj = Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
+        self.up_proj = Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
         self.register_buffer("gate_up", None, persistent=False)  # set by fuse()
+        self.register_buffer("gate_up_packed", None, persistent=False)  # set by pack()
 
     @torch.no_grad()
     def fuse(self) -> None:
         """gate and up in one matmul from a copy of their weights, for inference only."""
         self.gate_up = torch.cat([self.gate_proj.weight, self.up_proj.weight])
 
+    @torch.no_grad()
+    def pack(self) -> None:
+        """Pack the fused gate/up weight (fuse() first) for cpu_matmul."""
+        self.gate_up_packed = cpu_matmul.pack(self.gate_up)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up is None:
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        gate, up = F.linear(x, self.gate_up).chunk(2, dim=-1)
+        gate, up = cpu_matmul.linear(x, self.gate_up, self.gate_up_packed).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 
@@ -162,7 +190,7 @@ class GPT(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.n_embd, cfg.rms_eps)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         # RoPE tables are derived, not learned: not saved, rebuilt by init_rope().
@@ -211,6 +239,30 @@ class GPT(nn.Module):
         for block in self.layers:
             block.self_attn.fuse()
             block.mlp.fuse()
+
+    def pack_matmuls(self) -> None:
+        """For serving a model that no longer changes, after fuse_projections: every
+        projection and lm_head keeps a copy of its weight packed for chatsmith's bf16 CPU
+        matmul (model/cpu_matmul.py), on CPUs with AVX512-BF16 and bf16 weights; elsewhere
+        nothing changes. The copies do not follow later changes to the weights."""
+        for block in self.layers:
+            block.self_attn.pack()
+            block.mlp.pack()
+        fused = {id(m) for m in self._fused()}
+        for m in self.modules():
+            if isinstance(m, Linear) and id(m) not in fused:
+                m.pack()
+
+    def _fused(self) -> list[nn.Module]:
+        """The projections fuse_projections replaced by fused copies (packing them is waste)."""
+        out: list[nn.Module] = []
+        for block in self.layers:
+            a, mlp = block.self_attn, block.mlp
+            if a.qkv_weight is not None:
+                out += [a.q_proj, a.k_proj, a.v_proj]
+            if mlp.gate_up is not None:
+                out += [mlp.gate_proj, mlp.up_proj]
+        return out
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

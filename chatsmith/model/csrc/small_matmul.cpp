@@ -1,0 +1,117 @@
+// A bf16 matmul for the few rows of a decode step: y (M, N) = x (M, K) @ w.T, on CPUs with
+// AVX512-BF16. See chatsmith/model/cpu_matmul.py for why it exists and how w is packed.
+//
+// The weight comes packed as (N / 16, K / 2, 16, 2): for each block of 16 output columns,
+// the 16 columns' two weights of each pair of k, so that one 64-byte load feeds one
+// vdpbf16ps (16 float32 lanes, each += x[k] * w[k] + x[k+1] * w[k+1]). A tile is 4 such
+// blocks (64 columns); a tile's weights, K * 128 bytes, stay in L1/L2 while every group of
+// 4 rows of x runs over them with 16 float32 accumulators in registers, summed over k in
+// order. Each output row is therefore summed the same way whatever M is: a row's result
+// does not depend on which other rows share the call.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
+#include <immintrin.h>
+#define CHATSMITH_BF16_MATMUL 1
+#endif
+
+namespace {
+
+constexpr int64_t BLOCK = 16;   // columns per vector of float32 accumulators
+constexpr int NB = 4;           // blocks per tile: 64 columns
+constexpr int MR = 4;           // rows per pass over a tile: 4 x 4 accumulators
+constexpr int64_t ROWS = 64;    // rows per task: x's rows stay cached across the tiles
+
+#ifdef CHATSMITH_BF16_MATMUL
+// R rows of x (stride K) against one tile of packed weights -> R rows of 64 bf16 outputs,
+// of which only the first `cols` are stored (the tile at N's end may be partly padding).
+template <int R>
+inline void tile_rows(const uint16_t* x, const uint16_t* w, int64_t K, uint16_t* y, int64_t ldy, int64_t cols) {
+  __m512 acc[R][NB];
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
+  const int64_t block = (K / 2) * 2 * BLOCK;  // elements from one block of columns to the next
+  for (int64_t kp = 0; kp < K / 2; kp++) {
+    __m512bh b[NB];
+    for (int j = 0; j < NB; j++) b[j] = (__m512bh)_mm512_loadu_si512(w + j * block + kp * 2 * BLOCK);
+    for (int i = 0; i < R; i++) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(*reinterpret_cast<const int32_t*>(x + i * K + kp * 2));
+      for (int j = 0; j < NB; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], a, b[j]);
+    }
+  }
+  for (int j = 0; j < NB; j++) {
+    const int64_t left = std::clamp<int64_t>(cols - j * BLOCK, 0, BLOCK);
+    if (left == 0) break;
+    const __mmask16 mask = left == BLOCK ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    for (int i = 0; i < R; i++)  // round to nearest even, as ATen's bf16 conversion does
+      _mm256_mask_storeu_epi16(y + i * ldy + j * BLOCK, mask, (__m256i)_mm512_cvtneps_pbh(acc[i][j]));
+  }
+}
+#endif
+
+at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t n) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16, "bf16_matmul: x must be (M, K) bf16");
+  TORCH_CHECK(packed.dim() == 4 && packed.scalar_type() == at::kBFloat16 && packed.size(3) == 2 &&
+                  packed.size(2) == BLOCK && packed.is_contiguous(),
+              "bf16_matmul: the weight must be packed by cpu_matmul.pack");
+  const int64_t M = x.size(0), K = x.size(1), blocks = packed.size(0);
+  TORCH_CHECK(packed.size(1) * 2 == K, "bf16_matmul: x has ", K, " columns, the packed weight ", packed.size(1) * 2);
+  TORCH_CHECK(blocks % NB == 0 && n > blocks * BLOCK - NB * BLOCK && n <= blocks * BLOCK,
+              "bf16_matmul: the packed weight does not hold ", n, " outputs in whole tiles");
+  auto y = at::empty({M, n}, x.options());
+#ifdef CHATSMITH_BF16_MATMUL
+  if (M == 0) return y;
+  const auto xc = x.contiguous();
+  const auto* X = reinterpret_cast<const uint16_t*>(xc.const_data_ptr());
+  const auto* W = reinterpret_cast<const uint16_t*>(packed.const_data_ptr());
+  auto* Y = reinterpret_cast<uint16_t*>(y.data_ptr());
+  const int64_t tiles = blocks / NB, chunks = (M + ROWS - 1) / ROWS;
+  // Tasks run a chunk of rows over consecutive tiles, so a thread reuses its rows of x
+  // and each tile's weights are read once per chunk.
+  at::parallel_for(0, chunks * tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; t++) {
+      const int64_t chunk = t / tiles, tile = t % tiles;
+      const int64_t col = tile * NB * BLOCK, cols = std::min<int64_t>(NB * BLOCK, n - col);
+      const uint16_t* w = W + tile * NB * K * BLOCK;
+      const int64_t last = std::min(M, (chunk + 1) * ROWS);
+      int64_t m = chunk * ROWS;
+      for (; m + MR <= last; m += MR) tile_rows<MR>(X + m * K, w, K, Y + m * n + col, n, cols);
+      switch (last - m) {  // the rows left over, fewer than MR
+        case 3: tile_rows<3>(X + m * K, w, K, Y + m * n + col, n, cols); break;
+        case 2: tile_rows<2>(X + m * K, w, K, Y + m * n + col, n, cols); break;
+        case 1: tile_rows<1>(X + m * K, w, K, Y + m * n + col, n, cols); break;
+        default: break;
+      }
+    }
+  });
+  return y;
+#else
+  TORCH_CHECK(false, "bf16_matmul: this build has no AVX512-BF16 (see cpu_matmul.available)");
+  return y;
+#endif
+}
+
+bool bf16_matmul_built() {
+#ifdef CHATSMITH_BF16_MATMUL
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(chatsmith_cpu, m) {
+  m.def("bf16_matmul(Tensor x, Tensor packed, int n) -> Tensor");
+  m.def("bf16_matmul_built() -> bool", &bf16_matmul_built);
+}
+
+TORCH_LIBRARY_IMPL(chatsmith_cpu, CPU, m) {
+  m.impl("bf16_matmul", &bf16_matmul);
+}
