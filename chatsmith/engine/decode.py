@@ -6,10 +6,10 @@ per layer, each of which costs more to dispatch from Python than to run at these
 torch.compile turns the step into one graph (fused elementwise kernels, the weights packed
 for the matmuls when `freeze`), so the time goes to the arithmetic. With bf16 weights on a
 CPU with AVX512-BF16 the matmuls are chatsmith's own (model/cpu_matmul.py): at a few rows
-oneDNN's set-up cost more than its arithmetic, and one sequence's step took 0.4 ms instead
-of 0.7 on the demo model. A long prompt's chunks
-stay eager: they are large enough that dispatch does not matter; short prompts packed
-together have a compiled graph of their own on CPUs (engine/prefill.py).
+oneDNN's set-up cost more than its arithmetic, and a token at batch 1 took 0.4 ms instead of
+0.7 on the demo model (`chatsmith bench generate`). A long prompt's chunks stay eager: they
+are large enough that dispatch does not matter; short prompts packed together have a
+compiled graph of their own on CPUs (engine/prefill.py).
 
 Two graphs cover every step: one for a single sequence (torch specialises a size of 1) and
 one for any number above, with the batch and the context length symbolic. `warm_up`
