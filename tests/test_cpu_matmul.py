@@ -1,4 +1,4 @@
-"""chatsmith's bf16 CPU matmul (model/cpu_matmul.py) against float64, and the model packed for it."""
+"""chatsmith's CPU matmuls (model/cpu_matmul.py) against float64, and the model packed for them."""
 
 from __future__ import annotations
 
@@ -7,17 +7,22 @@ import torch
 from conftest import peaky_engine_model
 
 from chatsmith.engine.decode import CompiledDecode
-from chatsmith.model import cpu_matmul
+from chatsmith.model import cpu_matmul, decode_attention
 from chatsmith.model.gpt import Linear
 from chatsmith.model.kv_cache import SlotKVCache
+
+BF16 = torch.cpu._is_avx512_bf16_supported()
+needs_bf16 = pytest.mark.skipif(not BF16, reason="no AVX512-BF16: bf16 matmuls stay with oneDNN")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def built() -> None:
-    if not torch.cpu._is_avx512_bf16_supported():
-        pytest.skip("this CPU has no AVX512-BF16: the engine keeps oneDNN's matmuls (nothing to test)")
-    # A machine with the instructions and the compiler inductor needs must build it.
-    assert cpu_matmul.available(), "the bf16 matmul did not build (see the warning above)"
+    # A machine with the compiler inductor needs builds the kernels; failing is an error.
+    assert decode_attention.load(), "the CPU kernels did not build (see the warning above)"
+    if BF16:
+        assert cpu_matmul.available(), "the build lacks the bf16 matmul on a CPU with AVX512-BF16"
+    if cpu_matmul.f32_layout()[0] == 0:
+        pytest.skip("a build without AVX2 or AVX-512: every matmul stays with oneDNN")
 
 
 def within_rounding(y: torch.Tensor, ref: torch.Tensor) -> bool:
@@ -25,6 +30,7 @@ def within_rounding(y: torch.Tensor, ref: torch.Tensor) -> bool:
     return bool(((y.double() - ref).abs() <= ref.abs() * 2**-7 + 1e-6).all())
 
 
+@needs_bf16
 # Rows: tails of 1-3 under the 4-row pass, and more than one 64-row task. Columns: whole
 # tiles, a tile cut short, fewer than one block. K: one pair, and odd counts of pairs.
 @pytest.mark.parametrize(
@@ -41,6 +47,7 @@ def test_matches_float64_within_bf16_rounding(M: int, N: int, K: int) -> None:
     assert within_rounding(y, x.double() @ w.double().T)
 
 
+@needs_bf16
 def test_a_rows_result_does_not_depend_on_the_other_rows() -> None:
     # Each row is summed in the same order at any M: a sequence decodes the same numbers
     # alone or among 31 others, as far as the matmuls go.
@@ -52,6 +59,7 @@ def test_a_rows_result_does_not_depend_on_the_other_rows() -> None:
         assert torch.equal(cpu_matmul.linear(x[rows], w, packed), y[rows])
 
 
+@needs_bf16
 def test_leading_dims_and_bias() -> None:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 7, 32, generator=g).bfloat16()
@@ -61,16 +69,62 @@ def test_leading_dims_and_bias() -> None:
     assert torch.allclose(y.float(), torch.nn.functional.linear(x, w, b).float(), rtol=2**-6, atol=2**-6)
 
 
-def test_what_the_kernel_does_not_take_falls_back_to_f_linear() -> None:
-    assert cpu_matmul.pack(torch.randn(64, 32)) is None  # float32
-    assert cpu_matmul.pack(torch.randn(64, 31).bfloat16()) is None  # an odd K
-    w = torch.randn(64, 32).bfloat16()
-    x = torch.randn(3, 32)  # float32 input with a packed weight
-    assert torch.equal(
-        cpu_matmul.linear(x, w.float(), cpu_matmul.pack(w)), torch.nn.functional.linear(x, w.float())
-    )
+def test_what_the_kernels_do_not_take_falls_back_to_f_linear() -> None:
+    assert cpu_matmul.pack(torch.randn(64, 32, dtype=torch.float64)) is None
+    assert cpu_matmul.pack(torch.randn(64, 31).bfloat16()) is None  # an odd K in bf16
+    w = torch.randn(64, 32)
+    x = torch.randn(3, 32).bfloat16()  # a bf16 input with a float32 packing: F.linear's dtype error
+    with pytest.raises(RuntimeError, match="dtype"):
+        cpu_matmul.linear(x, w, cpu_matmul.pack(w))
 
 
+# The float32 kernel takes up to 8 rows (tails under the 4-row pass, one row); more go to
+# at::linear. Columns: whole tiles, a tile cut short, fewer than one vector.
+@pytest.mark.parametrize(
+    ("M", "N", "K"), [(1, 768, 256), (3, 70, 18), (8, 5, 7), (5, 4096, 64), (9, 200, 90)]
+)
+def test_float32_kernel_matches_float64(M: int, N: int, K: int) -> None:
+    g = torch.Generator().manual_seed(M * N + K)
+    x, w = torch.randn(M, K, generator=g), torch.randn(N, K, generator=g)
+    y = torch.ops.chatsmith_cpu.f32_matmul(x, cpu_matmul.pack(w), w)
+    assert y.shape == (M, N) and y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), x.double() @ w.double().T, rtol=1e-5, atol=1e-5)
+
+
+def test_float32_rows_do_not_depend_on_the_other_rows_up_to_8() -> None:
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(8, 256, generator=g), torch.randn(768, 256, generator=g)
+    packed = cpu_matmul.pack(w)
+    y = torch.ops.chatsmith_cpu.f32_matmul(x, packed, w)
+    for rows in (slice(5, 6), slice(0, 4), slice(1, 8)):
+        assert torch.equal(torch.ops.chatsmith_cpu.f32_matmul(x[rows], packed, w), y[rows])
+
+
+def ops_called(f) -> set[str]:
+    with torch.profiler.profile() as prof:
+        f()
+    return {e.name for e in prof.events()}
+
+
+def test_float32_linear_takes_the_kernel_for_one_row_only() -> None:
+    # One row is batch-1 decoding; at more rows oneDNN's blocking wins (cpu_matmul._one_row).
+    w = torch.randn(64, 32)
+    packed = cpu_matmul.pack(w)
+    for rows, kernel in ((1, True), (2, False), (32, False)):
+        x = torch.randn(rows, 32)
+        assert (
+            "chatsmith_cpu::f32_matmul" in ops_called(lambda x=x: cpu_matmul.linear(x, w, packed))
+        ) == kernel
+        torch.testing.assert_close(cpu_matmul.linear(x, w, packed), x @ w.T, rtol=1e-5, atol=1e-5)
+
+
+def test_a_float32_weight_that_was_not_packed_is_refused_clearly() -> None:
+    x, w = torch.randn(2, 32), torch.randn(64, 32)
+    with pytest.raises(RuntimeError, match=r"packed by cpu_matmul\.pack"):
+        torch.ops.chatsmith_cpu.f32_matmul(x, w, w)
+
+
+@needs_bf16
 def test_a_weight_that_was_not_packed_is_refused_clearly() -> None:
     x, w = torch.randn(2, 32).bfloat16(), torch.randn(64, 32).bfloat16()
     with pytest.raises(RuntimeError, match=r"packed by cpu_matmul\.pack"):
@@ -79,6 +133,7 @@ def test_a_weight_that_was_not_packed_is_refused_clearly() -> None:
         torch.ops.chatsmith_cpu.bf16_matmul(torch.randn(2, 30).bfloat16(), cpu_matmul.pack(w), 64)
 
 
+@needs_bf16
 @torch.inference_mode()
 def test_a_packed_model_gives_the_logits_of_the_unpacked_one(tiny_tok) -> None:
     model = peaky_engine_model(tiny_tok.vocab_size, seed=3).bfloat16()
@@ -97,6 +152,7 @@ def test_a_packed_model_gives_the_logits_of_the_unpacked_one(tiny_tok) -> None:
     assert (got - want).abs().max() <= 0.01 * want.abs().max()
 
 
+@needs_bf16
 @torch.inference_mode()
 def test_the_frozen_bf16_decode_step_packs_the_weights_and_keeps_the_logits(tiny_tok) -> None:
     packed = peaky_engine_model(tiny_tok.vocab_size, seed=5).bfloat16()

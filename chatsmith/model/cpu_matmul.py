@@ -1,4 +1,4 @@
-"""chatsmith's own bf16 matmul for serving on CPUs with AVX512-BF16.
+"""chatsmith's own matmuls for serving on CPUs: bf16 with AVX512-BF16, float32 at few rows.
 
 A decode step multiplies each weight by a handful of rows (one per running sequence). At
 that size oneDNN, which ATen and inductor call for CPU matmuls, spends most of a call
@@ -13,20 +13,26 @@ threads over tiles of columns. Measured against oneDNN with its own prepacked we
     oneDNN    110 us     208 us     417 us     8.3 ms
     this      32 us      88 us      291 us     8.6 ms
 
-so it serves every size, prompts included. Float32 (and CPUs without AVX512-BF16) keep
-oneDNN. Packing copies the weight (a packed model holds its projection weights twice) and
+so it serves every size, prompts included. In float32 (what `auto` picks on CPUs without
+native bf16) a second kernel, AVX2 or AVX-512 by the build, takes the calls of one row
+(batch-1 decoding) and leaves the rest to oneDNN, whose blocking wins at more rows (at 32
+rows this kernel took 2800 us for a demo step's 17 calls, MKL 2000). At one row: 215 us
+against 476 for MKL's packed sgemm on AVX-512; built for AVX2 only, 205 us.
+Packing copies the weight (a packed model holds its projection weights twice) and
 the copy does not follow later changes, so only a model that no longer changes is packed:
 GPT.pack_matmuls, called with fuse_projections by a frozen decode step (engine/decode.py).
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 from chatsmith.model import decode_attention
 
-TILE = 64  # output columns per kernel tile (4 blocks of 16): a packed weight has whole tiles
+TILE = 64  # output columns per bf16 kernel tile (4 blocks of 16): a packed weight has whole tiles
 
 
 def available() -> bool:
@@ -34,25 +40,58 @@ def available() -> bool:
     return decode_attention.load() and bool(torch.ops.chatsmith_cpu.bf16_matmul_built())
 
 
+@functools.cache
+def f32_layout() -> tuple[int, int]:
+    """The float32 kernel's (floats per vector, columns per tile); (0, 0) where it is not
+    built (no AVX2 or AVX-512, or no kernels at all)."""
+    if not decode_attention.load():
+        return 0, 0
+    width, tile = torch.ops.chatsmith_cpu.f32_matmul_layout()
+    return int(width), int(tile)
+
+
 def pack(w: torch.Tensor) -> torch.Tensor | None:
-    """w (N, K) -> its copy packed for `linear` as (N' / 16, K / 2, 16, 2), N' = N rounded up
-    to whole tiles with zeros; None where the kernel does not apply (not a bf16 CPU tensor,
-    an odd K, or no AVX512-BF16), and `linear` then calls F.linear."""
-    if w.device.type != "cpu" or w.dtype != torch.bfloat16 or w.dim() != 2 or w.size(1) % 2:
-        return None
-    if not available():
+    """w (N, K) -> its copy packed for `linear`, or None where no kernel applies (not a CPU
+    tensor, a dtype other than bf16 and float32, an odd K in bf16, or this CPU lacks the
+    instructions), and `linear` then calls F.linear.
+
+    bf16: (N' / 16, K / 2, 16, 2), N' = N rounded up to whole tiles with zeros; float32:
+    (N' / VS, K, VS), VS floats to a vector."""
+    if w.device.type != "cpu" or w.dim() != 2:
         return None
     N, K = w.shape
-    padded = F.pad(w.detach(), (0, 0, 0, -N % TILE))  # zero rows of w: columns nobody reads
-    return padded.reshape(-1, 16, K // 2, 2).transpose(1, 2).contiguous()
+    w = w.detach()
+    if w.dtype == torch.bfloat16 and K % 2 == 0 and available():
+        padded = F.pad(w, (0, 0, 0, -N % TILE))  # zero rows of w: columns nobody reads
+        return padded.reshape(-1, 16, K // 2, 2).transpose(1, 2).contiguous()
+    if w.dtype == torch.float32 and (layout := f32_layout())[0]:
+        width, tile = layout
+        return F.pad(w, (0, 0, 0, -N % tile)).reshape(-1, width, K).transpose(1, 2).contiguous()
+    return None
+
+
+def _one_row(rows: int | torch.SymInt) -> bool:
+    """Whether a float32 call is known to have one row: eager calls of one token, and the
+    single-sequence decode graph, where torch specialises the batch of 1. In the batched
+    graphs the count is symbolic (2 or more), so this is False there without adding a guard
+    (a test like `rows <= 8` would add one, and a third graph). Those calls go to F.linear,
+    which the frozen graph packs for oneDNN: called from inside our op instead, MKL's sgemm
+    took 2-4x oneDNN's packed kernel at 32 rows."""
+    return rows == 1
 
 
 def linear(
     x: torch.Tensor, w: torch.Tensor, packed: torch.Tensor | None, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
     """F.linear(x, w, bias), through the packed copy of w where there is one."""
-    if packed is None or x.dtype != torch.bfloat16 or x.device.type != "cpu":
+    if packed is None or x.dtype != packed.dtype or x.device.type != "cpu":
         return F.linear(x, w, bias)
-    y = torch.ops.chatsmith_cpu.bf16_matmul(x.reshape(-1, x.size(-1)), packed, w.size(0))
+    x2 = x.reshape(-1, x.size(-1))
+    if packed.dtype == torch.bfloat16:
+        y = torch.ops.chatsmith_cpu.bf16_matmul(x2, packed, w.size(0))
+    elif _one_row(x2.size(0)):
+        y = torch.ops.chatsmith_cpu.f32_matmul(x2, packed, w)
+    else:  # where the frozen graph packs w for oneDNN itself, which wins at these sizes
+        return F.linear(x, w, bias)
     y = y.view(*x.shape[:-1], w.size(0))
     return y if bias is None else y + bias

@@ -45,8 +45,8 @@ import torch
 
 from chatsmith.common.log import info, warn
 
-# One extension for chatsmith's CPU kernels: these attention ops and the small-batch bf16
-# matmul (model/cpu_matmul.py), built and loaded together.
+# One extension for chatsmith's CPU kernels: these attention ops and the small-batch
+# matmuls (model/cpu_matmul.py), built and loaded together.
 SOURCES = [Path(__file__).with_name("csrc") / f for f in ("decode_attention.cpp", "small_matmul.cpp")]
 _lock = threading.Lock()
 _state: dict[str, bool] = {}
@@ -106,6 +106,7 @@ def _build() -> bool:
     torch.library.register_fake("chatsmith_cpu::decode_attention")(_fake)
     torch.library.register_fake("chatsmith_cpu::prefill_attention")(_fake)
     torch.library.register_fake("chatsmith_cpu::bf16_matmul")(_fake_matmul)
+    torch.library.register_fake("chatsmith_cpu::f32_matmul")(_fake_f32_matmul)
     return True
 
 
@@ -130,6 +131,11 @@ def _fake(q: torch.Tensor, *args: object) -> torch.Tensor:
 def _fake_matmul(x: torch.Tensor, packed: torch.Tensor, n: int) -> torch.Tensor:
     """bf16_matmul's output for tracing: (M, n) like x."""
     return x.new_empty((x.size(0), n))
+
+
+def _fake_f32_matmul(x: torch.Tensor, packed: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """f32_matmul's output for tracing: (M, N) like x."""
+    return x.new_empty((x.size(0), w.size(0)))
 
 
 def attend(

@@ -1,6 +1,8 @@
-// A bf16 matmul for the few rows of a decode step: y (M, N) = x (M, K) @ w.T, on CPUs with
-// AVX512-BF16. See chatsmith/model/cpu_matmul.py for why it exists and how w is packed.
+// Matmuls for the few rows of a decode step: y (M, N) = x (M, K) @ w.T, in bf16 on CPUs with
+// AVX512-BF16 and in float32 on CPUs with AVX2 or AVX-512. See chatsmith/model/cpu_matmul.py
+// for why they exist and how w is packed.
 //
+// bf16:
 // The weight comes packed as (N / 16, K / 2, 16, 2): for each block of 16 output columns,
 // the 16 columns' two weights of each pair of k, so that one 64-byte load feeds one
 // vdpbf16ps (16 float32 lanes, each += x[k] * w[k] + x[k+1] * w[k+1]). A tile is 4 such
@@ -8,13 +10,22 @@
 // 4 rows of x runs over them with 16 float32 accumulators in registers, summed over k in
 // order. Each output row is therefore summed the same way whatever M is: a row's result
 // does not depend on which other rows share the call.
+//
+// float32: the weight packed as (N / VS, K, VS), VS floats to a vector; a tile is 4 vectors
+// wide on AVX-512, 2 on AVX2 (16 registers), and each k adds x[k] * w[k] by FMA. It beats
+// oneDNN only at a few rows (its blocking for cache is simpler): cpu_matmul.linear calls it
+// for one row. It takes up to F32_ROWS; a larger call still gets the right answer, from
+// at::linear with the plain weight.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/cpu/vec/vec.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/linear.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
 #include <immintrin.h>
@@ -97,6 +108,84 @@ at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t n)
 #endif
 }
 
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+#define CHATSMITH_F32_MATMUL 1
+using Vec = at::vec::Vectorized<float>;
+constexpr int VS = Vec::size();
+constexpr int F32_NB = VS == 16 ? 4 : 2;  // vectors per tile: 4 x F32_NB accumulators fit the registers
+#else
+constexpr int VS = 0;
+#endif
+constexpr int64_t F32_ROWS = 8;
+
+#ifdef CHATSMITH_F32_MATMUL
+template <int R>
+inline void f32_tile_rows(const float* x, const float* w, int64_t K, float* y, int64_t ldy, int64_t cols) {
+  Vec acc[R][F32_NB];
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < F32_NB; j++) acc[i][j] = Vec(0.f);
+  for (int64_t k = 0; k < K; k++) {
+    Vec b[F32_NB];
+    for (int j = 0; j < F32_NB; j++) b[j] = Vec::loadu(w + (j * K + k) * VS);
+    for (int i = 0; i < R; i++) {
+      const Vec a(x[i * K + k]);
+      for (int j = 0; j < F32_NB; j++) acc[i][j] = at::vec::fmadd(a, b[j], acc[i][j]);
+    }
+  }
+  for (int j = 0; j < F32_NB; j++) {
+    const int64_t left = std::clamp<int64_t>(cols - j * VS, 0, VS);
+    if (left == 0) break;
+    for (int i = 0; i < R; i++) acc[i][j].store(y + i * ldy + j * VS, static_cast<int>(left));
+  }
+}
+#endif
+
+at::Tensor f32_matmul(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& w) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "f32_matmul: x must be (M, K) float32");
+  TORCH_CHECK(w.dim() == 2 && w.size(1) == x.size(1), "f32_matmul: x has ", x.size(1), " columns, w ", w.size(1));
+  if (x.size(0) > F32_ROWS) return at::linear(x, w);  // not called so (cpu_matmul._one_row)
+#ifdef CHATSMITH_F32_MATMUL
+  const int64_t M = x.size(0), K = x.size(1), n = w.size(0), tile = F32_NB * VS;
+  TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kFloat && packed.size(2) == VS &&
+                  packed.size(1) == K && packed.is_contiguous() && packed.size(0) * VS % tile == 0 &&
+                  n > packed.size(0) * VS - tile && n <= packed.size(0) * VS,
+              "f32_matmul: the weight must be packed by cpu_matmul.pack");
+  auto y = at::empty({M, n}, x.options());
+  if (M == 0) return y;
+  const auto xc = x.contiguous();
+  const float* X = xc.const_data_ptr<float>();
+  const float* W = packed.const_data_ptr<float>();
+  float* Y = y.data_ptr<float>();
+  at::parallel_for(0, packed.size(0) / F32_NB, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; t++) {
+      const int64_t col = t * tile, cols = std::min<int64_t>(tile, n - col);
+      const float* wt = W + t * F32_NB * K * VS;
+      int64_t m = 0;
+      for (; m + MR <= M; m += MR) f32_tile_rows<MR>(X + m * K, wt, K, Y + m * n + col, n, cols);
+      switch (M - m) {
+        case 3: f32_tile_rows<3>(X + m * K, wt, K, Y + m * n + col, n, cols); break;
+        case 2: f32_tile_rows<2>(X + m * K, wt, K, Y + m * n + col, n, cols); break;
+        case 1: f32_tile_rows<1>(X + m * K, wt, K, Y + m * n + col, n, cols); break;
+        default: break;
+      }
+    }
+  });
+  return y;
+#else
+  TORCH_CHECK(false, "f32_matmul: this build has no AVX2 or AVX-512 (see cpu_matmul.available)");
+  return x;
+#endif
+}
+
+// The float32 packing: [floats per vector, columns per tile]; [0, 0] where it is not built.
+std::vector<int64_t> f32_matmul_layout() {
+#ifdef CHATSMITH_F32_MATMUL
+  return {VS, F32_NB * VS};
+#else
+  return {0, 0};
+#endif
+}
+
 bool bf16_matmul_built() {
 #ifdef CHATSMITH_BF16_MATMUL
   return true;
@@ -110,8 +199,11 @@ bool bf16_matmul_built() {
 TORCH_LIBRARY_FRAGMENT(chatsmith_cpu, m) {
   m.def("bf16_matmul(Tensor x, Tensor packed, int n) -> Tensor");
   m.def("bf16_matmul_built() -> bool", &bf16_matmul_built);
+  m.def("f32_matmul(Tensor x, Tensor packed, Tensor w) -> Tensor");
+  m.def("f32_matmul_layout() -> int[]", &f32_matmul_layout);
 }
 
 TORCH_LIBRARY_IMPL(chatsmith_cpu, CPU, m) {
   m.impl("bf16_matmul", &bf16_matmul);
+  m.impl("f32_matmul", &f32_matmul);
 }
