@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
@@ -38,6 +39,20 @@ constexpr int64_t BLOCK = 16;   // columns per vector of float32 accumulators
 constexpr int NB = 4;           // blocks per tile: 64 columns
 constexpr int MR = 4;           // rows per pass over a tile: 4 x 4 accumulators
 constexpr int64_t ROWS = 64;    // rows per task: x's rows stay cached across the tiles
+
+// Calls f(m, std::integral_constant<int, R>) for rows [m0, m1) in groups of R rows: MR at a
+// time, then the 1-3 left over, so each kernel's row count is fixed when compiling.
+template <class F>
+inline void row_groups(int64_t m0, int64_t m1, F&& f) {
+  int64_t m = m0;
+  for (; m + MR <= m1; m += MR) f(m, std::integral_constant<int, MR>{});
+  switch (m1 - m) {
+    case 3: f(m, std::integral_constant<int, 3>{}); break;
+    case 2: f(m, std::integral_constant<int, 2>{}); break;
+    case 1: f(m, std::integral_constant<int, 1>{}); break;
+    default: break;
+  }
+}
 
 #ifdef CHATSMITH_BF16_MATMUL
 // R rows of x (stride K) against one tile of packed weights -> R rows of 64 bf16 outputs,
@@ -90,15 +105,9 @@ at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t n)
       const int64_t chunk = t / tiles, tile = t % tiles;
       const int64_t col = tile * NB * BLOCK, cols = std::min<int64_t>(NB * BLOCK, n - col);
       const uint16_t* w = W + tile * NB * K * BLOCK;
-      const int64_t last = std::min(M, (chunk + 1) * ROWS);
-      int64_t m = chunk * ROWS;
-      for (; m + MR <= last; m += MR) tile_rows<MR>(X + m * K, w, K, Y + m * n + col, n, cols);
-      switch (last - m) {  // the rows left over, fewer than MR
-        case 3: tile_rows<3>(X + m * K, w, K, Y + m * n + col, n, cols); break;
-        case 2: tile_rows<2>(X + m * K, w, K, Y + m * n + col, n, cols); break;
-        case 1: tile_rows<1>(X + m * K, w, K, Y + m * n + col, n, cols); break;
-        default: break;
-      }
+      row_groups(chunk * ROWS, std::min(M, (chunk + 1) * ROWS), [&](int64_t m, auto r) {
+        tile_rows<decltype(r)::value>(X + m * K, w, K, Y + m * n + col, n, cols);
+      });
     }
   });
   return y;
@@ -160,19 +169,14 @@ at::Tensor f32_matmul(const at::Tensor& x, const at::Tensor& packed, const at::T
     for (int64_t t = begin; t < end; t++) {
       const int64_t col = t * tile, cols = std::min<int64_t>(tile, n - col);
       const float* wt = W + t * F32_NB * K * VS;
-      int64_t m = 0;
-      for (; m + MR <= M; m += MR) f32_tile_rows<MR>(X + m * K, wt, K, Y + m * n + col, n, cols);
-      switch (M - m) {
-        case 3: f32_tile_rows<3>(X + m * K, wt, K, Y + m * n + col, n, cols); break;
-        case 2: f32_tile_rows<2>(X + m * K, wt, K, Y + m * n + col, n, cols); break;
-        case 1: f32_tile_rows<1>(X + m * K, wt, K, Y + m * n + col, n, cols); break;
-        default: break;
-      }
+      row_groups(0, M, [&](int64_t m, auto r) {
+        f32_tile_rows<decltype(r)::value>(X + m * K, wt, K, Y + m * n + col, n, cols);
+      });
     }
   });
   return y;
 #else
-  TORCH_CHECK(false, "f32_matmul: this build has no AVX2 or AVX-512 (see cpu_matmul.available)");
+  TORCH_CHECK(false, "f32_matmul: this build has no AVX2 or AVX-512 (see cpu_matmul.f32_layout)");
   return x;
 #endif
 }
