@@ -60,8 +60,8 @@ class RMSNorm(nn.Module):
 
 
 class Linear(nn.Linear):
-    """nn.Linear that, once packed for serving (`pack`), multiplies through chatsmith's bf16
-    CPU kernel (model/cpu_matmul.py). Same parameters and state dict as nn.Linear."""
+    """nn.Linear that, once packed for serving (`pack`), multiplies through chatsmith's CPU
+    kernels (model/cpu_matmul.py). Same parameters and state dict as nn.Linear."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
@@ -103,8 +103,14 @@ class Attention(nn.Module):
 
     @torch.no_grad()
     def pack(self) -> None:
-        """Pack the fused q/k/v weight (fuse() first) for cpu_matmul."""
-        self.qkv_packed = cpu_matmul.pack(self.qkv_weight)
+        """Pack the weights forward() multiplies by for cpu_matmul: the fused q/k/v one
+        after fuse(), else q, k and v each; and o."""
+        if self.qkv_weight is not None:
+            self.qkv_packed = cpu_matmul.pack(self.qkv_weight)
+        else:
+            for m in (self.q_proj, self.k_proj, self.v_proj):
+                m.pack()
+        self.o_proj.pack()
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Cache | None
@@ -158,8 +164,14 @@ class MLP(nn.Module):
 
     @torch.no_grad()
     def pack(self) -> None:
-        """Pack the fused gate/up weight (fuse() first) for cpu_matmul."""
-        self.gate_up_packed = cpu_matmul.pack(self.gate_up)
+        """Pack the weights forward() multiplies by for cpu_matmul: the fused gate/up one
+        after fuse(), else gate and up each; and down."""
+        if self.gate_up is not None:
+            self.gate_up_packed = cpu_matmul.pack(self.gate_up)
+        else:
+            self.gate_proj.pack()
+            self.up_proj.pack()
+        self.down_proj.pack()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up is None:
@@ -241,28 +253,15 @@ class GPT(nn.Module):
             block.mlp.fuse()
 
     def pack_matmuls(self) -> None:
-        """For serving a model that no longer changes, after fuse_projections: every
-        projection and lm_head keeps a copy of its weight packed for chatsmith's bf16 CPU
-        matmul (model/cpu_matmul.py), on CPUs with AVX512-BF16 and bf16 weights; elsewhere
-        nothing changes. The copies do not follow later changes to the weights."""
+        """For serving a model that no longer changes, after fuse_projections: every matmul
+        of the forward pass keeps a copy of its weight packed for chatsmith's CPU kernels
+        (model/cpu_matmul.py): bf16 weights on CPUs with AVX512-BF16, float32 ones on CPUs
+        with AVX2 or AVX-512; elsewhere nothing changes. The copies do not follow later
+        changes to the weights."""
         for block in self.layers:
             block.self_attn.pack()
             block.mlp.pack()
-        fused = {id(m) for m in self._fused()}
-        for m in self.modules():
-            if isinstance(m, Linear) and id(m) not in fused:
-                m.pack()
-
-    def _fused(self) -> list[nn.Module]:
-        """The projections fuse_projections replaced by fused copies (packing them is waste)."""
-        out: list[nn.Module] = []
-        for block in self.layers:
-            a, mlp = block.self_attn, block.mlp
-            if a.qkv_weight is not None:
-                out += [a.q_proj, a.k_proj, a.v_proj]
-            if mlp.gate_up is not None:
-                out += [mlp.gate_proj, mlp.up_proj]
-        return out
+        self.lm_head.pack()
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
