@@ -54,6 +54,20 @@ inline void row_groups(int64_t m0, int64_t m1, F&& f) {
   }
 }
 
+// Calls f(m, R, tile) for every group of R rows of M (as row_groups) against every tile of
+// columns. Tasks are a chunk of ROWS rows over consecutive tiles, so a thread reuses its
+// rows of x and each tile's weights are read once per chunk.
+template <class F>
+inline void for_tiles(int64_t M, int64_t tiles, F&& f) {
+  const int64_t chunks = (M + ROWS - 1) / ROWS;
+  at::parallel_for(0, chunks * tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; t++) {
+      const int64_t chunk = t / tiles, tile = t % tiles;
+      row_groups(chunk * ROWS, std::min(M, (chunk + 1) * ROWS), [&](int64_t m, auto r) { f(m, r, tile); });
+    }
+  });
+}
+
 #ifdef CHATSMITH_BF16_MATMUL
 // R rows of x (stride K) against one tile of packed weights -> R rows of 64 bf16 outputs,
 // of which only the first `cols` are stored (the tile at N's end may be partly padding).
@@ -97,18 +111,9 @@ at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t n)
   const auto* X = reinterpret_cast<const uint16_t*>(xc.const_data_ptr());
   const auto* W = reinterpret_cast<const uint16_t*>(packed.const_data_ptr());
   auto* Y = reinterpret_cast<uint16_t*>(y.data_ptr());
-  const int64_t tiles = blocks / NB, chunks = (M + ROWS - 1) / ROWS;
-  // Tasks run a chunk of rows over consecutive tiles, so a thread reuses its rows of x
-  // and each tile's weights are read once per chunk.
-  at::parallel_for(0, chunks * tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; t++) {
-      const int64_t chunk = t / tiles, tile = t % tiles;
-      const int64_t col = tile * NB * BLOCK, cols = std::min<int64_t>(NB * BLOCK, n - col);
-      const uint16_t* w = W + tile * NB * K * BLOCK;
-      row_groups(chunk * ROWS, std::min(M, (chunk + 1) * ROWS), [&](int64_t m, auto r) {
-        tile_rows<decltype(r)::value>(X + m * K, w, K, Y + m * n + col, n, cols);
-      });
-    }
+  for_tiles(M, blocks / NB, [&](int64_t m, auto r, int64_t tile) {
+    const int64_t col = tile * NB * BLOCK, cols = std::min<int64_t>(NB * BLOCK, n - col);
+    tile_rows<decltype(r)::value>(X + m * K, W + tile * NB * K * BLOCK, K, Y + m * n + col, n, cols);
   });
   return y;
 #else
@@ -165,14 +170,9 @@ at::Tensor f32_matmul(const at::Tensor& x, const at::Tensor& packed, const at::T
   const float* X = xc.const_data_ptr<float>();
   const float* W = packed.const_data_ptr<float>();
   float* Y = y.data_ptr<float>();
-  at::parallel_for(0, packed.size(0) / F32_NB, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; t++) {
-      const int64_t col = t * tile, cols = std::min<int64_t>(tile, n - col);
-      const float* wt = W + t * F32_NB * K * VS;
-      row_groups(0, M, [&](int64_t m, auto r) {
-        f32_tile_rows<decltype(r)::value>(X + m * K, wt, K, Y + m * n + col, n, cols);
-      });
-    }
+  for_tiles(M, packed.size(0) / F32_NB, [&](int64_t m, auto r, int64_t t) {  // M <= F32_ROWS: one chunk
+    const int64_t col = t * tile, cols = std::min<int64_t>(tile, n - col);
+    f32_tile_rows<decltype(r)::value>(X + m * K, W + t * F32_NB * K * VS, K, Y + m * n + col, n, cols);
   });
   return y;
 #else
