@@ -127,3 +127,44 @@ def test_storing_a_step_in_cpp_equals_indexing(monkeypatch) -> None:
     with pytest.raises(RuntimeError, match="outside a cache of 20"):
         kb, vb, past_end = k.bfloat16(), v.bfloat16(), torch.tensor([0, 0, 20, 0])
         decode_attention.store_decoded(caches[0].k, caches[0].v, kb, vb, past_end)
+
+
+def prefill_reference(q, k, v, K, V, slots, past, lens, scale):
+    """Each prompt causally over its own keys after its slot's first past[s] positions, in float64."""
+    H, T, D = q.shape
+    G = k.size(0)
+    out = torch.empty(H, T, D, dtype=torch.float64)
+    at = 0
+    for s, P, n in zip(slots.tolist(), past.tolist(), lens.tolist()):
+        keys = torch.cat((K[s, :P].transpose(0, 1), k[:, at : at + n]), 1).double()  # (G, P + n, D)
+        vals = torch.cat((V[s, :P].transpose(0, 1), v[:, at : at + n]), 1).double()
+        keys, vals = keys.repeat_interleave(H // G, 0), vals.repeat_interleave(H // G, 0)
+        mask = torch.ones(n, P + n, dtype=torch.bool).tril(P)
+        w = (q[:, at : at + n].double() @ keys.transpose(-1, -2) * scale).masked_fill(~mask, float("-inf"))
+        out[:, at : at + n] = w.softmax(-1) @ vals
+        at += n
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+# 8 heads of 32 (the demo model), grouped heads, a head count off the compiled-in ones, and
+# a head size of two vectors.
+@pytest.mark.parametrize(("H", "G", "D"), [(8, 8, 32), (8, 2, 32), (6, 3, 64), (4, 1, 128)])
+def test_prefill_attention_matches_float64_attention(dtype, H: int, G: int, D: int) -> None:
+    """Short prompts (per-token tasks on bf16), a long one (SDPA), held prefixes, in one call;
+    q, k, v strided as the model hands them over: (T, heads, D) storage seen as (heads, T, D)."""
+    g = torch.Generator().manual_seed(H * 10 + D)
+    slots, past = torch.tensor([3, 0, 5, 1, 2]), torch.tensor([0, 9, 0, 40, 0])
+    lens = torch.tensor([1, 17, 64, 5, 520])  # the last is past the per-token tasks' limit
+    T, max_len = int(lens.sum()), 600
+    K, V = (torch.randn(6, max_len, G, D, generator=g).to(dtype) for _ in range(2))
+    q = torch.randn(T, H, D, generator=g).to(dtype).transpose(0, 1)
+    k, v = (torch.randn(T, G, D, generator=g).to(dtype).transpose(0, 1) for _ in range(2))
+    for s, P in zip(slots.tolist(), past.tolist()):  # what a slot holds past its prefix is never read
+        K[s, P:] = 1e4
+        V[s, P:] = 1e4
+    got = torch.ops.chatsmith_cpu.prefill_attention(q, k, v, K, V, slots, past, lens, D**-0.5)
+    want = prefill_reference(q, k, v, K, V, slots, past, lens, D**-0.5)
+    assert got.dtype == dtype and got.shape == (H, T, D) and got.is_contiguous()
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert torch.allclose(got.double(), want, atol=tol, rtol=tol)
