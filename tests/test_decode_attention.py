@@ -74,6 +74,26 @@ def test_kernel_reads_strided_layer_views_of_the_cache() -> None:
     assert torch.allclose(got.double(), want, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_reads_new_keys_and_values_inside_the_fused_projection(dtype) -> None:
+    """k_new, v_new as the compiled step hands them over: views into each sequence's row of
+    the fused q/k/v projection, read in place; heads out of order still get copied first."""
+    g = torch.Generator().manual_seed(4)
+    n, H, G, D = 5, 8, 2, 32
+    K, V = (torch.randn(6, 50, G, D, generator=g).to(dtype) for _ in range(2))
+    qkv = torch.randn(n, (H + 2 * G) * D, generator=g).to(dtype)
+    q = qkv[:, : H * D].reshape(n, H, D)
+    k_new = qkv[:, H * D : (H + G) * D].view(n, G, D)
+    v_new = qkv[:, (H + G) * D :].view(n, G, D)
+    pos = torch.tensor([0, 3, 17, 33, 49])
+    want = reference(q, k_new, v_new, K, V, pos, D**-0.5)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for kn, vn in ((k_new, v_new), (k_new.flip(1), v_new.flip(1))):
+        got = decode_attention.attend(q, kn, vn, K, V, pos, D**-0.5)
+        assert torch.allclose(got.double(), reference(q, kn, vn, K, V, pos, D**-0.5), atol=tol, rtol=tol)
+    assert not torch.allclose(reference(q, k_new.flip(1), v_new.flip(1), K, V, pos, D**-0.5), want, atol=tol)
+
+
 def test_kernel_refuses_a_position_outside_the_cache() -> None:
     K = torch.zeros(2, 8, 1, 16)  # (slots, max_len, G, D)
     q, kv = torch.zeros(2, 1, 16), torch.zeros(2, 1, 16)

@@ -127,7 +127,8 @@ inline void softmax_rows(float* scores, int64_t nr, int64_t stride, int64_t len,
 // up to HC heads' sums in registers.
 template <typename T, int NV>
 void attend(const T* q, const T* k_new, const T* v_new, const T* K, const T* V, const int64_t* pos,
-            T* y, int64_t n, int64_t H, int64_t G, const int64_t* sK, const int64_t* sV, float scale) {
+            T* y, int64_t n, int64_t H, int64_t G, const int64_t* sK, const int64_t* sV, const int64_t* sN,
+            float scale) {
   constexpr int D = NV * VS;
   constexpr int HC = NV >= 8 ? 1 : 8 / NV;  // heads per pass over the values: HC * NV accumulators
   const int64_t R = H / G;
@@ -143,8 +144,8 @@ void attend(const T* q, const T* k_new, const T* v_new, const T* K, const T* V, 
       const int64_t b = task / sp.parts, g0 = task % sp.parts * sp.heads, h0 = g0 * R, L = pos[b];
       const T* kb = K + b * sK[0] + g0 * sK[2];
       const T* vb = V + b * sV[0] + g0 * sV[2];
-      const T* kn = k_new + (b * G + g0) * D;
-      const T* vn = v_new + (b * G + g0) * D;
+      const T* kn = k_new + b * sN[0] + g0 * D;
+      const T* vn = v_new + b * sN[1] + g0 * D;
       for (int64_t i = 0; i < QH; i++) {
         load<NV>(q + (b * H + h0 + i) * D, qv.data() + i * NV);
         for (int k = 0; k < NV; k++) qv[i * NV + k] = qv[i * NV + k] * Vec(scale);
@@ -339,8 +340,8 @@ inline std::vector<int64_t> head_offsets(int64_t QH, int64_t R, int64_t head) {
 template <int NB, int QHC>  // head_dim = 32 * NB; QHC: query heads per task, when it divides 16 (else 0)
 void attend_bf16(const c10::BFloat16* q, const c10::BFloat16* k_new, const c10::BFloat16* v_new,
                  const c10::BFloat16* K, const c10::BFloat16* V, const int64_t* pos, c10::BFloat16* y,
-                 int64_t n, int64_t H, int64_t G, const int64_t* sK, const int64_t* sV, float scale,
-                 const Split& sp) {
+                 int64_t n, int64_t H, int64_t G, const int64_t* sK, const int64_t* sV, const int64_t* sN,
+                 float scale, const Split& sp) {
   constexpr int D = 32 * NB;
   const int64_t R = H / G;
   const int64_t QH = QHC ? QHC : sp.heads * R, S = score_stride(sp.longest);
@@ -351,7 +352,7 @@ void attend_bf16(const c10::BFloat16* q, const c10::BFloat16* k_new, const c10::
     for (int64_t task = begin; task < end; task++) {
       const int64_t b = task / sp.parts, g0 = task % sp.parts * sp.heads, h0 = g0 * R;
       const Run cached{K + b * sK[0] + g0 * sK[2], V + b * sV[0] + g0 * sV[2], pos[b], sK[1], sV[1], koff.data(), voff.data()};
-      const Run own{k_new + (b * G + g0) * D, v_new + (b * G + g0) * D, 1, 0, 0, noff.data(), noff.data()};
+      const Run own{k_new + b * sN[0] + g0 * D, v_new + b * sN[1] + g0 * D, 1, 0, 0, noff.data(), noff.data()};
       load_query_bf16<NB>(q + (b * H + h0) * D, QH, D, qv.data());
       attend_runs_bf16<NB, QHC>(qv.data(), QH, cached, own, scores.data(), S, inv.data(), y + (b * H + h0) * D, D, scale);
     }
@@ -428,13 +429,14 @@ void dispatch_d(int64_t D, const at::Tensor& q, const at::Tensor& k_new, const a
   const int64_t n = q.size(0), H = q.size(1), G = K.size(2);
   const int64_t sK[3] = {K.stride(0), K.stride(1), K.stride(2)};
   const int64_t sV[3] = {V.stride(0), V.stride(1), V.stride(2)};
+  const int64_t sN[2] = {k_new.stride(0), v_new.stride(0)};  // from one sequence's new key (value) to the next
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
     const Split sp = split_tasks(pos.const_data_ptr<int64_t>(), n, G);
     auto bf = [&](auto nb, auto qh) {
       attend_bf16<decltype(nb)::value, decltype(qh)::value>(
           q.const_data_ptr<T>(), k_new.const_data_ptr<T>(), v_new.const_data_ptr<T>(), K.const_data_ptr<T>(),
-          V.const_data_ptr<T>(), pos.const_data_ptr<int64_t>(), y.mutable_data_ptr<T>(), n, H, G, sK, sV,
+          V.const_data_ptr<T>(), pos.const_data_ptr<int64_t>(), y.mutable_data_ptr<T>(), n, H, G, sK, sV, sN,
           static_cast<float>(scale), sp);
     };
     if (with_bf16_kernel(D, sp.heads * (H / G), bf)) return;
@@ -443,7 +445,7 @@ void dispatch_d(int64_t D, const at::Tensor& q, const at::Tensor& k_new, const a
   auto go = [&](auto nv) {
     attend<T, decltype(nv)::value>(q.const_data_ptr<T>(), k_new.const_data_ptr<T>(), v_new.const_data_ptr<T>(),
                                    K.const_data_ptr<T>(), V.const_data_ptr<T>(), pos.const_data_ptr<int64_t>(),
-                                   y.mutable_data_ptr<T>(), n, H, G, sK, sV, static_cast<float>(scale));
+                                   y.mutable_data_ptr<T>(), n, H, G, sK, sV, sN, static_cast<float>(scale));
   };
   switch (D / VS) {  // the head sizes of decode_attention.HEAD_DIMS, at 8 or 16 floats a vector
     case 1: return go(std::integral_constant<int, 1>{});
@@ -476,7 +478,10 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_new, const 
   TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16, "decode_attention: float32 or bfloat16 only");
   TORCH_CHECK(D % VS == 0, "decode_attention: head_dim must be a multiple of ", VS);
   TORCH_CHECK(pos.dim() == 1 && pos.size(0) == n && pos.scalar_type() == at::kLong, "decode_attention: pos is (n,) int64");
-  const auto qc = q.contiguous(), kc = k_new.contiguous(), vc = v_new.contiguous(), pc = pos.contiguous();
+  // The new keys and values may be views of the fused q/k/v projection's rows: read in
+  // place when each sequence's heads are one run (a copy of v cost 5-8 us a layer).
+  auto runs = [D](const at::Tensor& t) { return t.stride(2) == 1 && t.stride(1) == D ? t : t.contiguous(); };
+  const auto qc = q.contiguous(), kc = runs(k_new), vc = runs(v_new), pc = pos.contiguous();
   check_positions("decode_attention", pc, k_cache.size(1));
   at::Tensor y = at::empty({n, H, D}, q.options());
   if (dt == at::kFloat)
