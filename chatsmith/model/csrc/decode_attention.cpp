@@ -89,6 +89,14 @@ __attribute__((always_inline)) inline Vec sum16(const Vec* v) {
 // key, rounded up to whole 64-byte lines so that no two heads' rows share one.
 inline int64_t score_stride(int64_t longest) { return (longest + 16) / 16 * 16; }
 
+// Per query head i of a task, the offset of its kv head's row within a position: i / R
+// kv heads along, `head` numbers apart.
+inline std::vector<int64_t> head_offsets(int64_t QH, int64_t R, int64_t head) {
+  std::vector<int64_t> off(QH);
+  for (int64_t i = 0; i < QH; i++) off[i] = i / R * head;
+  return off;
+}
+
 // How the work is cut: a task is one sequence's kv heads [g0, g0 + heads): all of them,
 // unless fewer sequences than threads decode a long context. A thread's chunk of tasks
 // holds at least ~2k key rows: below that, waking a second thread costs more than it saves.
@@ -137,8 +145,7 @@ void attend(const T* q, const T* k_new, const T* v_new, const T* K, const T* V, 
   at::parallel_for(0, n * sp.parts, sp.grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(QH * S), inv(QH);  // query head i's scores at scores[i * S]
     std::vector<Vec> qv(QH * NV);
-    std::vector<int64_t> koff(QH), voff(QH), noff(QH);  // query head i's row in a position, from the task's first
-    for (int64_t i = 0; i < QH; i++) koff[i] = i / R * sK[2], voff[i] = i / R * sV[2], noff[i] = i / R * D;
+    const auto koff = head_offsets(QH, R, sK[2]), voff = head_offsets(QH, R, sV[2]), noff = head_offsets(QH, R, D);
     float* sc = scores.data();
     for (int64_t task = begin; task < end; task++) {
       const int64_t b = task / sp.parts, g0 = task % sp.parts * sp.heads, h0 = g0 * R, L = pos[b];
@@ -327,14 +334,6 @@ template <int NB>
 inline void load_query_bf16(const c10::BFloat16* q, int64_t QH, int64_t q_head, __m512bh* qv) {
   for (int64_t i = 0; i < QH; i++)
     for (int k = 0; k < NB; k++) qv[i * NB + k] = (__m512bh)_mm512_loadu_si512(q + i * q_head + 32 * k);
-}
-
-// Per query head i of a task, the offset of its kv head's row within a position: i / R
-// kv heads along, `head` numbers apart.
-inline std::vector<int64_t> head_offsets(int64_t QH, int64_t R, int64_t head) {
-  std::vector<int64_t> off(QH);
-  for (int64_t i = 0; i < QH; i++) off[i] = i / R * head;
-  return off;
 }
 
 template <int NB, int QHC>  // head_dim = 32 * NB; QHC: query heads per task, when it divides 16 (else 0)
