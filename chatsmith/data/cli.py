@@ -95,6 +95,7 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--clean-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--dedup-set", action="append", default=[], metavar="KEY=VALUE")
+    d.set_defaults(func=run_data)
     return d
 
 

@@ -51,10 +51,12 @@ def add_eval_parser(subparsers: Any) -> None:
     )
     e.add_argument("--format", default=None, choices=["text", "chat"], help="with --convert: prompt format")
     e.add_argument("--tools", action="store_true", default=None, help="with --convert: allow the calculator")
+    e.set_defaults(func=run_eval)
 
     r = subparsers.add_parser("report", help="write the report card of a run (report.md + report.html)")
     r.add_argument("run", nargs="?", default="demo", help="run name or folder (default: demo)")
     r.add_argument("--price-per-hour", type=float, default=None, help="machine price, for the cost column")
+    r.set_defaults(func=run_eval)
 
 
 def _run_folder(name: str) -> Path:

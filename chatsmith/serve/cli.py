@@ -1,7 +1,8 @@
 """`chatsmith serve` and `chatsmith keys`: wiring from the command line to the server and the store.
 
-Wiring (chatsmith/cli.py): `add_serve_parser(sub)` in build_parser, `run_serve(args)` for the
-`serve` and `keys` verbs. User mistakes raise ChatsmithError (one line, exit code 2).
+Wiring (chatsmith/cli.py): `add_serve_parser(sub)` in build_parser registers `run_serve(args)`
+for `serve` and `run_keys(args)` for `keys` as their handlers. User mistakes raise ChatsmithError
+(one line, exit code 2).
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--rate-limit", type=int, default=0, help="requests per minute per key (0 = none)")
     s.add_argument("--max-body-mb", type=float, default=4.0, help="largest request body accepted")
+    s.set_defaults(func=run_serve)
 
     k = sub.add_parser("keys", help="create, list and revoke API keys")
+    k.set_defaults(func=run_keys)
     ksub = k.add_subparsers(dest="action", required=True)
     kc = ksub.add_parser("create", help="create a key (shown once)")
     kc.add_argument("--user", default="default", help="who the key belongs to (created if new)")

@@ -40,6 +40,8 @@ def add_posttrain_parsers(sub: Any) -> None:
     }
     for verb in VERBS:
         p = sub.add_parser(verb, help=helps[verb])
+        # The handler: config overrides (`--dpo.beta=0.2`) arrive on args.overrides.
+        p.set_defaults(func=lambda a: run_posttrain(a, a.overrides), takes_overrides=True)
         p.add_argument("--preset", default="demo", help="config preset (name or .toml path)")
         p.add_argument(
             "--run", default=None, help="run name under $CHATSMITH_HOME/runs (default: the preset's)"
