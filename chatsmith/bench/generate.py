@@ -23,122 +23,42 @@ moved their ratio by 10 % or more from one bench to the next. `tokens_match` che
 agreement in float32 up to the end of the first turn. Both sides run in the same dtype:
 `auto` is bf16 on GPUs and on CPUs with native bf16 matmuls, float32 elsewhere; the engine
 decodes through its compiled step unless `--compile off`.
+
+The parts: bench/workload.py (prompts), bench/engine_side.py (chatsmith's runs and the prefix
+cache), bench/hf_side.py (the export, transformers' runs, greedy agreement); this file checks
+the arguments and writes the report.
 """
+
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from chatsmith.bench.engine_side import run_engine_side
+from chatsmith.bench.hf_side import greedy_match, hf_figures, load_exported, load_transformers
+from chatsmith.bench.workload import CONCURRENCY, DTYPES, MATCH_TOKENS, build_prompt
 from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common.device import pick_device, pick_dtype
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.engine.engine import Engine
-from chatsmith.engine.generate import Generator
-from chatsmith.engine.sampling import SamplingParams
-from chatsmith.interop import export_hf
-from chatsmith.tokenizer.bpe import BPETokenizer
-from chatsmith.tokenizer.chat_format import encode_prompt
 
-CONCURRENCY = (8, 32)
-MATCH_TOKENS = 16  # greedy tokens compared between the two, in float32
-# Plain text that fills the user turn to the asked prompt length (no special tokens).
-FILLER = (
-    "The quick brown fox jumps over the lazy dog. A tokenizer turns text into numbers that a "
-    "model can read, and the model predicts the next number. She sold sea shells by the sea "
-    "shore in 2024; the weather today is sunny and the answer is 1517."
-)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+__all__ = ["CONCURRENCY", "DTYPES", "bench_generate", "bench_generate_main", "build_prompt"]
 
 
-def build_prompt(tok: BPETokenizer, n: int) -> list[int]:
-    """n token ids: a user turn of plain text cut to fit, then the assistant header, as
-    `encode_prompt` frames it; below the size of that frame, n tokens of plain text."""
-    frame = encode_prompt(tok, [{"role": "user", "content": ""}])
-    cut = frame.index(tok.im_end_id)  # the <|im_end|> closing the (empty) user turn
-    head, tail = frame[:cut], frame[cut:]
-    room = n - len(head) - len(tail)
-    text: list[int] = []
-    k = 1
-    while len(text) < max(room, n):
-        text = tok.encode(" ".join([FILLER] * k))
-        k *= 2
-    return head + text[:room] + tail if room > 0 else text[:n]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def chatsmith_run(eng: Engine, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
-    """(TTFT s, seconds for the other n-1 tokens, the n tokens) of one request."""
-    params = SamplingParams(temperature=0.0, max_new_tokens=n, ignore_eos=True)
-    out: list[int] = []
-    t0 = t1 = t2 = time.perf_counter()
-    for ev in eng.submit(prompt, params, run_tools=False).events():
-        if ev.kind == "token":  # the token is on the host: sampling already waited for the device
-            out.append(ev.token)
-            t2 = ev.time  # when the scheduler produced it
-            if len(out) == 1:
-                t1 = ev.time
-    return t1 - t0, t2 - t1, out
-
-
-def chatsmith_concurrent(eng: Engine, prompts: list[list[int]], n: int) -> tuple[float, float]:
-    """(aggregate tokens/s, mean TTFT s) of all prompts submitted at once."""
-    params = SamplingParams(temperature=0.0, max_new_tokens=n, ignore_eos=True)
-    t0 = time.perf_counter()
-    reqs = [eng.submit(p, params, run_tools=False) for p in prompts]
-    firsts, last = [], t0
-    for r in reqs:  # events carry the time they happened, so reading them in turn is exact
-        first = None
-        for ev in r.events():
-            if ev.kind == "token":
-                first = ev.time if first is None else first
-                last = max(last, ev.time)
-        firsts.append((first or last) - t0)
-    wall = last - t0
-    return len(prompts) * n / wall, sum(firsts) / len(firsts)
-
-
-def variants(tok: BPETokenizer, n_tokens: int, count: int) -> list[list[int]]:
-    """count different prompts of exactly n_tokens each (the filler text shifted)."""
-    base = build_prompt(tok, n_tokens + count)
-    return [base[:2] + base[2 + i : n_tokens + i] for i in range(count)]
-
-
-def hf_run(hf: Any, x: torch.Tensor, n: int) -> tuple[float, list[int]]:
-    """(seconds, the new tokens of row 0) of one transformers greedy generate of exactly n tokens."""
-    mask = torch.ones_like(x)
-    _sync(x.device)
-    t0 = time.perf_counter()
-    out = hf.generate(
-        x, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True
-    )
-    _sync(x.device)
-    dt = time.perf_counter() - t0
-    new = out[0, x.size(1) :].tolist()
-    if out.size(1) - x.size(1) != n:
-        raise RuntimeError(f"transformers generated {len(new)} tokens, not {n}")
-    return dt, new
-
-
-def _load_transformers() -> Any:
-    try:
-        import transformers
-    except ImportError:
-        raise ChatsmithError("bench generate compares with transformers: pip install transformers") from None
-    transformers.utils.logging.disable_progress_bar()
-    return transformers
+def _check_counts(prompt_tokens: int, new_tokens: int, repeats: int) -> None:
+    if prompt_tokens < 1:
+        raise ChatsmithError(f"--prompt-tokens must be >= 1, got {prompt_tokens}")
+    if new_tokens < 2:
+        raise ChatsmithError(
+            f"--new-tokens must be >= 2 (the decode rate counts the tokens after the first), got {new_tokens}"
+        )
+    if repeats < 1:
+        raise ChatsmithError(f"--repeats must be >= 1, got {repeats}")
 
 
 def bench_generate(
@@ -152,14 +72,7 @@ def bench_generate(
     compile: bool = True,
 ) -> dict[str, Any]:
     """Measure both engines on one checkpoint; the dict `bench_generate_main` prints."""
-    if prompt_tokens < 1:
-        raise ChatsmithError(f"--prompt-tokens must be >= 1, got {prompt_tokens}")
-    if new_tokens < 2:
-        raise ChatsmithError(
-            f"--new-tokens must be >= 2 (the decode rate counts the tokens after the first), got {new_tokens}"
-        )
-    if repeats < 1:
-        raise ChatsmithError(f"--repeats must be >= 1, got {repeats}")
+    _check_counts(prompt_tokens, new_tokens, repeats)
     dev = pick_device(device)
     if dtype != "auto" and dtype not in DTYPES:
         raise ChatsmithError(f"unknown dtype '{dtype}'; choose auto, float32 or bfloat16")
@@ -173,40 +86,19 @@ def bench_generate(
             f"--prompt-tokens + --new-tokens ({prompt_tokens + new_tokens}) exceed the model's context "
             f"({positions} tokens)"
         )
-    transformers = _load_transformers()
+    transformers = load_transformers()
     prompt = build_prompt(tok, prompt_tokens)
     x = torch.tensor([prompt], dtype=torch.long, device=dev)
     k = min(MATCH_TOKENS, new_tokens)
 
     with tempfile.TemporaryDirectory(prefix="chatsmith-bench-generate-") as tmp:
-        out = export_hf(model, tok, Path(tmp) / "hf", dtype=torch.float32)
-        auto = transformers.AutoModelForCausalLM
-        hf = auto.from_pretrained(out, dtype=torch.float32, local_files_only=True)
-        hf.to(dev).eval()
-        # Greedy throughout: drop the exported sampling defaults so generate warns of nothing.
-        hf.generation_config.temperature = None
-        hf.generation_config.top_p = None
-        hf.generation_config.do_sample = False
-
+        hf = load_exported(transformers, model, tok, Path(tmp), dev)
         with torch.inference_mode():
-            # Greedy agreement in float32, before any bf16. Both sides stop at the end of
-            # the turn here: the timed runs force N tokens, and transformers'
-            # min_new_tokens bans the stop token, which would part the greedy paths there.
-            mine = [
-                e.token
-                for e in Generator(model, tok).stream(
-                    prompt, SamplingParams(max_new_tokens=k), run_tools=False
-                )
-                if e.kind == "token"
-            ]
-            gen = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=k, do_sample=False)
-            theirs = gen[0, x.size(1) :].tolist()
-            cut = len(mine)
-            tokens_match = mine == theirs[:cut]
+            # Greedy agreement in float32, before any bf16.
+            tokens_match, cut = greedy_match(model, tok, hf, prompt, x, k)
             if dt != torch.float32:
                 hf.to(dt)
-
-            ours = _run_engine_side(
+            ours = run_engine_side(
                 str(model_path),
                 str(dev),
                 dtype_name,
@@ -216,22 +108,26 @@ def bench_generate(
                 concurrency,
                 compile,
             )
+            theirs = hf_figures(hf, tok, x, prompt_tokens, new_tokens, repeats, concurrency)
 
-            xs = {c: torch.tensor(variants(tok, prompt_tokens, c), device=dev) for c in concurrency}
-            hf_run(hf, x, new_tokens)  # warm-up
-            hf_run(hf, x, 1)
-            for c in concurrency:
-                hf_run(hf, xs[c], new_tokens)
-            totals, ttfts, hf_runs = [], [], {c: [] for c in concurrency}
-            for _ in range(repeats):  # in rounds, as the engine's side
-                totals.append(hf_run(hf, x, new_tokens)[0])
-                ttfts.append(hf_run(hf, x, 1)[0])
-                for c in concurrency:
-                    hf_runs[c].append(hf_run(hf, xs[c], new_tokens)[0])
-            hf_total, hf_ttft = min(totals), min(ttfts)
-            hf_conc = {c: c * new_tokens / min(r) for c, r in hf_runs.items()}
+    head = {"device": str(dev), "dtype": dtype_name, "prompt_tokens": len(prompt), "new_tokens": new_tokens}
+    match = {"tokens_match": tokens_match, "match_tokens": cut}
+    return _report(head, repeats, concurrency, ours, theirs, transformers.__version__, match)
 
+
+def _report(
+    head: dict[str, Any],
+    repeats: int,
+    concurrency: tuple[int, ...],
+    ours: dict[str, Any],
+    theirs: dict[str, Any],
+    hf_version: str,
+    match: dict[str, Any],
+) -> dict[str, Any]:
+    """The printed figures: rates from the best times of both sides, and their ratios."""
+    new_tokens, dtype_name = head["new_tokens"], head["dtype"]
     cs_ttft, cs_decode, conc, prefix = ours["ttft"], ours["decode"], ours["concurrent"], ours["prefix"]
+    hf_total, hf_ttft, hf_conc = theirs["total"], theirs["ttft"], theirs["concurrent"]
     hf_decode = hf_total - hf_ttft
     if hf_decode <= 0:
         raise ChatsmithError(
@@ -242,10 +138,7 @@ def bench_generate(
     hf_rate = (new_tokens - 1) / hf_decode
     return {
         "bench": "generate",
-        "device": str(dev),
-        "dtype": dtype_name,
-        "prompt_tokens": len(prompt),
-        "new_tokens": new_tokens,
+        **head,
         "repeats": repeats,
         "threads": torch.get_num_threads(),
         "chatsmith": {
@@ -260,7 +153,7 @@ def bench_generate(
             "ttft_s": round(hf_ttft, 7),
             "decode_tok_s": round(hf_rate, 2),
             **{f"aggregate_tok_s_{c}": round(hf_conc[c], 2) for c in concurrency},
-            "version": transformers.__version__,
+            "version": hf_version,
             "weights": dtype_name,
         },
         "ratio_decode": round(cs_rate / hf_rate, 4),
@@ -268,86 +161,7 @@ def bench_generate(
         **{f"ratio_aggregate_{c}_vs_batch1": round(conc[c][0] / cs_rate, 3) for c in concurrency},
         **{f"ratio_aggregate_{c}_vs_transformers": round(conc[c][0] / hf_conc[c], 3) for c in concurrency},
         "prefix_cache": prefix,
-        "tokens_match": tokens_match,
-        "match_tokens": cut,
-    }
-
-
-def _engine_side(
-    model_path: str,
-    device: str,
-    dtype: str,
-    prompt_tokens: int,
-    new_tokens: int,
-    repeats: int,
-    concurrency: tuple[int, ...],
-    compile: bool,
-    queue: Any,
-) -> None:
-    """chatsmith's figures, in a process of its own (`_run_engine_side`); put on queue."""
-    box: dict[str, Any] = {}
-
-    def build() -> None:  # on a thread that ends, taking its OpenMP team with it
-        model, tok, _ = load_checkpoint(Path(model_path), torch.device(device))
-        box["tok"] = tok
-        most = max(concurrency, default=1)
-        box["eng"] = Engine(model, tok, dtype=DTYPES[dtype], max_batch=most, compile=compile).start()
-
-    t = threading.Thread(target=build)
-    t.start()
-    t.join()
-    eng, tok = box["eng"], box["tok"]
-    prompt = build_prompt(tok, prompt_tokens)
-    try:
-        ps = {c: variants(tok, prompt_tokens, c) for c in concurrency}
-        chatsmith_run(eng, prompt, new_tokens)  # warm-up
-        for c in concurrency:
-            chatsmith_concurrent(eng, ps[c], new_tokens)
-        cs, runs = [], {c: [] for c in concurrency}
-        for _ in range(repeats):  # in rounds: see the module docstring
-            cs.append(chatsmith_run(eng, prompt, new_tokens)[:2])
-            for c in concurrency:
-                runs[c].append(chatsmith_concurrent(eng, ps[c], new_tokens))
-        conc = {c: max(r) for c, r in runs.items()}
-        prefix = prefix_cache_run(eng, tok, eng.model.cfg.seq_len - new_tokens, repeats)
-        compiled = eng.sched.decoder is not None
-    finally:
-        eng.shutdown(drain=False)
-    ttft, decode = min(t for t, _ in cs), min(d for _, d in cs)
-    queue.put({"ttft": ttft, "decode": decode, "concurrent": conc, "prefix": prefix, "compiled": compiled})
-
-
-def _run_engine_side(*args: Any) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_engine_side, args=(*args, q))
-    p.start()
-    out = q.get()  # before join: a child blocks on exit until its queue is read
-    p.join()
-    return out
-
-
-def prefix_cache_run(eng: Engine, tok: BPETokenizer, n_tokens: int, repeats: int) -> dict[str, Any]:
-    """TTFT of a prompt whose first 90 % another request just ran, with and without reuse."""
-    shared = build_prompt(tok, n_tokens)[: n_tokens * 9 // 10]
-    params = SamplingParams(max_new_tokens=1, ignore_eos=True)
-
-    def ttft(question: int) -> float:
-        t0 = time.perf_counter()
-        eng.submit([*shared, 100 + question, 200 + question], params, run_tools=False).result()
-        return time.perf_counter() - t0
-
-    slots = dict(eng.sched.prefixes)
-    eng.sched.prefixes.clear()  # the same engine with the prefix cache off
-    cold = min(ttft(i) for i in range(repeats + 1))
-    eng.sched.prefixes.update(slots)
-    ttft(99)  # puts the shared start in the prefix cache
-    warm = min(ttft(i) for i in range(repeats + 1))
-    return {
-        "shared_tokens": len(shared),
-        "ttft_cold_s": round(cold, 5),
-        "ttft_warm_s": round(warm, 5),
-        "speedup": round(cold / warm, 3),
+        **match,
     }
 
 
@@ -393,6 +207,13 @@ def bench_generate_main(argv: list[str]) -> int:
         conc,
         args.compile == "on",
     )
+    _print_summary(r, conc)
+    print(json.dumps(r))
+    return 0
+
+
+def _print_summary(r: dict[str, Any], conc: tuple[int, ...]) -> None:
+    """The human lines above the JSON."""
     for name in ("chatsmith", "transformers"):
         f = r[name]
         agg = ", ".join(f"{c} at once {f[f'aggregate_tok_s_{c}']:.0f}" for c in conc)
@@ -405,5 +226,3 @@ def bench_generate_main(argv: list[str]) -> int:
         f"prefix cache TTFT "
         f"x{r['prefix_cache']['speedup']:.1f}; greedy tokens match: {r['tokens_match']}"
     )
-    print(json.dumps(r))
-    return 0
