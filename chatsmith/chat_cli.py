@@ -63,6 +63,11 @@ def chat_main(
         return 0
     stage, step = meta.get("stage", "?"), meta.get("step", "?")
     print(f"chatsmith chat — model {model_path} ({stage}, step {step}). {HELP}")
+    return _repl(gen, params, base, verbose)
+
+
+def _repl(gen: Generator, params: SamplingParams, base: list[dict[str, Any]], verbose: bool) -> int:
+    """The interactive loop: a line is a user turn or a /command; EOF or /quit ends it."""
     messages = list(base)
     while True:
         try:
@@ -73,27 +78,38 @@ def chat_main(
         if not line:
             continue
         if line.startswith("/"):
-            cmd, _, arg = line.partition(" ")
-            if cmd in ("/quit", "/exit"):
+            state = _command(line, base, messages, params)
+            if state is None:
                 return 0
-            if cmd == "/clear":
-                messages = list(base)
-                print("(new conversation)")
-            elif cmd == "/temp":
-                try:
-                    params.temperature = float(arg)
-                    params.validate()
-                    print(f"(temperature {params.temperature})")
-                except (ValueError, ChatsmithError) as e:
-                    print(f"(bad temperature: {e})")
-            elif cmd == "/system":
-                base = [{"role": "system", "content": arg}] if arg else []
-                messages = list(base)
-                print("(system prompt set; new conversation)" if arg else "(system prompt cleared)")
-            else:
-                print(HELP)
+            base, messages = state
             continue
         messages.append({"role": "user", "content": line})
         print("chatsmith> ", end="", flush=True)
         answer = respond(gen, messages, params, sys.stdout, verbose)
         messages.append({"role": "assistant", "content": answer})
+
+
+def _command(
+    line: str, base: list[dict[str, Any]], messages: list[dict[str, Any]], params: SamplingParams
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """Run one /command; the (system turns, conversation) after it, or None to quit."""
+    cmd, _, arg = line.partition(" ")
+    if cmd in ("/quit", "/exit"):
+        return None
+    if cmd == "/clear":
+        messages = list(base)
+        print("(new conversation)")
+    elif cmd == "/temp":
+        try:
+            params.temperature = float(arg)
+            params.validate()
+            print(f"(temperature {params.temperature})")
+        except (ValueError, ChatsmithError) as e:
+            print(f"(bad temperature: {e})")
+    elif cmd == "/system":
+        base = [{"role": "system", "content": arg}] if arg else []
+        messages = list(base)
+        print("(system prompt set; new conversation)" if arg else "(system prompt cleared)")
+    else:
+        print(HELP)
+    return base, messages
