@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -219,3 +220,45 @@ def test_tokenizer_train_verb(tmp_path: Path) -> None:
         ),
         "does not exist",
     )
+
+
+# One parse per verb, with its required arguments; each must land on a handler.
+VERB_ARGS = {
+    "speedrun": [],
+    "pretrain": [],
+    "tokenizer": ["train", "--input", "x", "--out", "y"],
+    "export": ["--model", "m", "out"],
+    "import": ["src", "--out", "o"],
+    "bench": ["peak"],
+    "data": ["stats", "d"],
+    "eval": [],
+    "report": [],
+    "sft": [],
+    "dpo": [],
+    "rm": [],
+    "rl": [],
+    "serve": [],
+    "keys": ["list"],
+    "chat": [],
+}
+
+
+def test_every_verb_registers_its_handler() -> None:
+    from chatsmith.cli import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert list(verbs) == list(VERB_ARGS)
+    for verb, rest in VERB_ARGS.items():
+        args = parser.parse_args([verb, *rest])
+        assert callable(args.func), verb
+        takes = getattr(args, "takes_overrides", False)
+        assert takes == (verb in ("speedrun", "pretrain", "sft", "dpo", "rm", "rl")), verb
+
+
+def test_verbs_without_a_config_refuse_overrides(capsys: pytest.CaptureFixture) -> None:
+    from chatsmith.cli import main
+
+    assert main(["keys", "list", "--model.depth=3"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == ["chatsmith: error: 'keys' takes no config overrides (got --model.depth=3)"]
