@@ -8,9 +8,8 @@ A step with nothing to decode takes up to IDLE_CHUNKS chunks of prompt: no strea
 it, and a burst of requests then starts decoding together instead of joining four by four
 (32 requests of 64 tokens at once on the demo model: 5-10 % more tokens per second in all).
 
-Which sequence sits in which cache slot, and the reuse of cached prompt prefixes, is the
-KV-cache manager's (engine/kv_manager.py); what a sampled token does is the output
-processor's (engine/outputs.py), and tool turns are engine/tool_turns.py's.
+Slots and prefix reuse are the KV-cache manager's (kv_manager.py), what a sampled token
+leads to is the output processor's (outputs.py), and tool turns are tool_turns.py's.
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ IDLE_CHUNKS = 8  # prefill chunks per step while no sequence decodes
 
 
 class Scheduler:
+    """Decides what runs: admission, which prompts prefill and which sequences decode."""
+
     def __init__(
         self,
         model: GPT,
@@ -97,8 +98,7 @@ class Scheduler:
     # -- bookkeeping ----------------------------------------------------------------------
     @property
     def live(self) -> list[Seq]:
-        """The running sequences, live[i] in cache slot i (the KV-cache manager's list)."""
-        return self.kv.live
+        return self.kv.live  # the running sequences, live[i] in cache slot i
 
     @property
     def prefilling(self) -> Seq | None:
