@@ -22,6 +22,7 @@ from chatsmith.tokenizer.chat_format import (
     render,
     tool_call_text,
     tool_response_ids,
+    tool_results_ids,
     validate,
 )
 from chatsmith.tokenizer.special import (
@@ -350,6 +351,31 @@ def test_tool_response_ids_two_results(tiny_tok: BPETokenizer) -> None:
     joined = "\n</tool_response>\n<tool_response>\n".join(["1517", "1517"])
     full = [*call_turn, {"role": "tool", "content": "1517"}, {"role": "tool", "content": "1517"}]
     assert generated + tool_response_ids(tiny_tok, joined) == encode_prompt(tiny_tok, full)
+
+
+def test_tool_results_ids_token_by_token(tiny_tok: BPETokenizer) -> None:
+    """The results of one turn's calls, token by token: one user turn holding a block per
+    result, then the next assistant header, as consecutive tool messages render."""
+    call_turn = [
+        {"role": "user", "content": "Two sums."},
+        {"role": "assistant", "content": "", "tool_calls": [CALC_CALL, CALC_CALL]},
+    ]
+    generated = tiny_tok.encode(render(call_turn)[0][:-1])  # up to the <|im_end|> that stopped it
+    full = [*call_turn, {"role": "tool", "content": "1517"}, {"role": "tool", "content": "4"}]
+    ids = tool_results_ids(tiny_tok, ["1517", "4"])
+    assert generated + ids == encode_prompt(tiny_tok, full)
+    tid = tiny_tok.token_id
+    nl, user, assistant = (tiny_tok.encode(w) for w in ("\n", "user", "assistant"))
+    r1, r2 = tiny_tok.encode("1517"), tiny_tok.encode("4")
+    assert ids == [
+        *nl, tid(IM_START), *user, *nl,
+        tid(TOOL_RESPONSE), *nl, *r1, *nl, tid(TOOL_RESPONSE_END), *nl,
+        tid(TOOL_RESPONSE), *nl, *r2, *nl, tid(TOOL_RESPONSE_END),
+        tid(IM_END), *nl, tid(IM_START), *assistant, *nl,
+    ]  # fmt: skip
+    # One result is the single-response form; none is an empty tool turn.
+    assert tool_results_ids(tiny_tok, ["1517"]) == tool_response_ids(tiny_tok, "1517")
+    assert tool_results_ids(tiny_tok, []) == tool_response_ids(tiny_tok, "")
 
 
 # ---- validation ----------------------------------------------------------------------------

@@ -303,11 +303,11 @@ def test_a_burst_remembers_only_the_prompts_the_prefix_store_keeps(model, tiny_t
             sched.add(Request(p, greedy(3), run_tools=False))
         sched.step()  # all six in one packed forward
         assert sorted(dst for _, dst, *_ in copies) == [8, 9]
-        assert sorted(map(tuple, sched.prefixes.values())) == sorted(map(tuple, ps[-2:]))
+        assert sorted(map(tuple, sched.kv.prefixes.values())) == sorted(map(tuple, ps[-2:]))
         while sched.busy:
             sched.step()
         again = Request([*ps[-1][:36], 5, 6], greedy(3), run_tools=False)
         sched.add(again)
         while sched.busy:
             sched.step()
-    assert sched.prefix_hits == 1 and again.result()[0].finish_reason == "length"
+    assert sched.kv.prefix_hits == 1 and again.result()[0].finish_reason == "length"

@@ -62,10 +62,10 @@ def prefix_cache_run(eng: Engine, tok: BPETokenizer, n_tokens: int, repeats: int
         eng.submit([*shared, 100 + question, 200 + question], params, run_tools=False).result()
         return time.perf_counter() - t0
 
-    slots = dict(eng.sched.prefixes)
-    eng.sched.prefixes.clear()  # the same engine with the prefix cache off
+    slots = dict(eng.sched.kv.prefixes)
+    eng.sched.kv.prefixes.clear()  # the same engine with the prefix cache off
     cold = min(ttft(i) for i in range(repeats + 1))
-    eng.sched.prefixes.update(slots)
+    eng.sched.kv.prefixes.update(slots)
     ttft(99)  # puts the shared start in the prefix cache
     warm = min(ttft(i) for i in range(repeats + 1))
     return {

@@ -168,8 +168,8 @@ class Engine:
             "kv_total": s.n_slots * s.max_len,
             "kv_bytes": s.cache.bytes(),
             "steps": self.steps,
-            "prefix_hits": s.prefix_hits,
-            "prefix_tokens_reused": s.prefix_tokens_reused,
+            "prefix_hits": s.kv.prefix_hits,
+            "prefix_tokens_reused": s.kv.prefix_tokens_reused,
         }
 
     # -- the scheduler thread ------------------------------------------------------------

@@ -14,8 +14,9 @@ import torch
 
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.engine.sampling import SamplingParams
-from chatsmith.engine.scheduler import Scheduler, parse_tool_call
+from chatsmith.engine.scheduler import Scheduler
 from chatsmith.engine.sequence import Completion, Event, PromptTooLong, Request
+from chatsmith.engine.tool_turns import parse_tool_call
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
 

@@ -202,3 +202,9 @@ def tool_response_ids(tok: BPETokenizer, result: str) -> list[int]:
     return tok.encode(
         f"\n{IM_START}user\n{TOOL_RESPONSE}\n{result}\n{TOOL_RESPONSE_END}{IM_END}\n{GENERATION_PROMPT}"
     )
+
+
+def tool_results_ids(tok: BPETokenizer, results: list[str]) -> list[int]:
+    """`tool_response_ids` for the results of every call of one turn: they share one user
+    turn, each in its own block, as consecutive tool messages render."""
+    return tool_response_ids(tok, f"\n{TOOL_RESPONSE_END}\n{TOOL_RESPONSE}\n".join(results))

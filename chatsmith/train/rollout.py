@@ -2,7 +2,7 @@
 
 A rollout is rebuilt token for token as the model saw it: the prompt, the tokens it
 sampled, and the tool results the engine fed back between its turns (the same bytes as
-`tool_response_ids`). The mask marks the sampled tokens, the only ones RL trains.
+`tool_results_ids`). The mask marks the sampled tokens, the only ones RL trains.
 The batched engine serves every group at once; without it (an older engine) the
 sequential generator does the same work one answer at a time.
 """
@@ -17,9 +17,7 @@ from chatsmith.engine.generate import Generator
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
-from chatsmith.tokenizer.chat_format import tool_response_ids
-
-RESULT_SEP = "\n</tool_response>\n<tool_response>\n"  # several results share one tool turn
+from chatsmith.tokenizer.chat_format import tool_results_ids
 
 
 @dataclass
@@ -42,7 +40,7 @@ class RolloutBuilder:
 
     def token(self, t: int) -> None:
         if self.pending:  # the engine fed the results back before this token
-            feed = tool_response_ids(self.tok, RESULT_SEP.join(self.pending))
+            feed = tool_results_ids(self.tok, self.pending)
             self.s.ids += feed
             self.s.mask += [0] * len(feed)
             self.pending, self.turn = [], []
