@@ -342,28 +342,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
-
-
-def conversation_json(c: Conversation, msgs: list[Message] | None = None) -> dict[str, Any]:
-    """The JSON the web app reads (and exports): the whole message tree."""
-    out: dict[str, Any] = {
-        "id": c.id,
-        "title": c.title,
-        "current_leaf": c.current_leaf,
-        "settings": c.settings or {},
-        "created_at": c.created_at,
-        "updated_at": c.updated_at,
-    }
-    if msgs is not None:
-        out["messages"] = [
-            {
-                "id": m.id,
-                "parent_id": m.parent_id,
-                "role": m.role,
-                "content": m.content,
-                "tool_calls": m.tool_calls,
-                "created_at": m.created_at,
-            }
-            for m in msgs
-        ]
-    return out
