@@ -238,3 +238,28 @@ def test_streaming_n2_matches_non_streaming(client) -> None:
             if c.finish_reason:
                 finished.add(c.index)
     assert texts == full and finished == {0, 1}
+
+
+def test_wire_json_keeps_openai_nulls_and_omissions(live) -> None:
+    """Clients rely on which keys are null and which are absent: pin them on the raw JSON."""
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 3, "temperature": 0}
+    r = httpx.post(live.url + "/v1/chat/completions", json=body).json()
+    assert list(r) == ["id", "object", "created", "model", "choices", "usage", "system_fingerprint"]
+    assert r["system_fingerprint"] is None and r["choices"][0]["logprobs"] is None
+    assert list(r["choices"][0]["message"]) == ["role", "content"]  # no tool_calls key without calls
+    with httpx.stream("POST", live.url + "/v1/chat/completions", json={**body, "stream": True}) as s:
+        events = [ln[6:] for ln in s.iter_lines() if ln.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all("usage" not in c and c["system_fingerprint"] is None for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[-1]["choices"][0]["delta"] == {} and chunks[-1]["choices"][0]["finish_reason"]
+    plain = {"model": MODEL, "prompt": "Hi", "max_tokens": 2}
+    c = httpx.post(live.url + "/v1/completions", json=plain).json()
+    assert list(c) == ["id", "object", "created", "model", "choices", "usage"]
+    assert list(c["choices"][0]) == ["index", "text", "logprobs", "finish_reason"]
+    err = httpx.post(live.url + "/v1/chat/completions", json={"model": "nope", "messages": HELLO}).json()
+    assert list(err["error"]) == ["message", "type", "param", "code"]
+    spec = httpx.get(live.url + "/openapi.json").json()
+    ok = spec["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"] == {"$ref": "#/components/schemas/ChatCompletion"}

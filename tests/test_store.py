@@ -7,12 +7,16 @@ import os
 import uuid
 
 import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.serve.auth import Authenticator, AuthError, create_key
 from chatsmith.serve.limits import RateLimiter
-from chatsmith.serve.store import SCHEMA_VERSION, Store
+from chatsmith.serve.migrate import alembic_config
+from chatsmith.serve.store import SCHEMA_VERSION, Base, Store
 
 PG = os.environ.get("CHATSMITH_TEST_PG_URL")
 
@@ -130,6 +134,75 @@ def test_schema_upgrades_in_place(db_url) -> None:
     assert conv.settings == {"temperature": 0.5} and msgs[1].tool_calls[0]["id"] == "t"
     st.close()
     assert Store(db_url).version == SCHEMA_VERSION  # reopening is a no-op
+
+
+# The schema as the hand-made migrations left it at version 2 (before Alembic): no
+# alembic_version table, the two columns of version 2 present and holding data.
+V2_SCHEMA = [
+    *(stmt.replace("VALUES (1)", "VALUES (2)") for stmt in V1_SCHEMA[:6]),
+    "ALTER TABLE conversations ADD COLUMN settings JSON",
+    "ALTER TABLE messages ADD COLUMN tool_calls JSON",
+    "INSERT INTO users VALUES ('u2', 'old2', 1.0)",
+    """INSERT INTO conversations VALUES ('c2', 'u2', 'from v2', 'm3', 1.0, 2.0, '{"temperature": 0.3}')""",
+    "INSERT INTO messages VALUES ('m2', 'c2', NULL, 'user', 'weather?', 1.0, NULL)",
+    "INSERT INTO messages VALUES ('m3', 'c2', 'm2', 'assistant', '', 2.0, "
+    """'[{"id": "call-1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]')""",
+]
+
+
+def _run(url: str, statements: list[str]) -> None:
+    eng = create_engine(url)
+    with eng.begin() as c:
+        for stmt in statements:
+            c.execute(text(stmt))
+    eng.dispose()
+
+
+def _alembic_revision(st: Store) -> str:
+    with st.engine.connect() as c:
+        return c.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+
+
+def test_schema_v2_from_before_alembic_upgrades_in_place(db_url) -> None:
+    _run(db_url, V2_SCHEMA)
+    st = Store(db_url)
+    assert st.version == SCHEMA_VERSION and _alembic_revision(st) == "0002"
+    conv, msgs = st.conversation("u2", "c2")
+    assert (conv.title, conv.current_leaf, conv.settings) == ("from v2", "m3", {"temperature": 0.3})
+    assert [m.content for m in msgs] == ["weather?", ""]
+    assert msgs[1].tool_calls[0]["function"]["name"] == "w"
+    st.close()
+
+
+def test_migrations_build_the_schema_the_models_describe(db_url) -> None:
+    st = Store(db_url)
+    with st.engine.connect() as c:
+        assert compare_metadata(MigrationContext.configure(c), Base.metadata) == []
+    st.close()
+
+
+def test_downgrade_keeps_the_data_and_upgrades_again(db_url) -> None:
+    st = Store(db_url)
+    uid = st.user("alice").id
+    cid = st.create_conversation(uid, "kept", settings={"top_p": 0.9}).id
+    st.add_message(uid, cid, "user", "hello", None)
+    with st.engine.begin() as c:
+        command.downgrade(alembic_config(c), "0001")
+        assert c.execute(text("SELECT version FROM schema_version")).scalar_one() == 1
+    st.close()
+    st = Store(db_url)  # back to the latest: the v2 columns come back empty
+    conv, msgs = st.conversation(uid, cid)
+    assert (conv.title, conv.settings, [m.content for m in msgs]) == ("kept", None, ["hello"])
+    assert st.version == SCHEMA_VERSION
+    st.close()
+
+
+def test_unknown_alembic_revision_is_refused(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    Store(url).close()
+    _run(url, ["UPDATE alembic_version SET version_num = 'f00d'"])
+    with pytest.raises(ChatsmithError, match="newer"):
+        Store(url)
 
 
 def test_newer_schema_is_refused(tmp_path) -> None:

@@ -1,11 +1,10 @@
-"""The FastAPI application: middleware, error handlers, small endpoints, and the routers."""
+"""The FastAPI application: middleware, error handlers, the routers and the web app's files."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -14,11 +13,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatsmith.common.log import warn
-from chatsmith.serve import openai_routes, web_routes
-from chatsmith.serve.context import ServerContext, caller, ctx_of
+from chatsmith.serve import info_routes, openai_routes, web_routes
+from chatsmith.serve.context import ServerContext
 from chatsmith.serve.errors import APIError, error_body
-from chatsmith.serve.openai_routes import read_body
-from chatsmith.serve.protocol import DetokenizeRequest, TokenizeRequest
 
 STATIC = Path(__file__).parent / "static"
 ENDPOINTS = {"/v1/chat/completions", "/v1/completions", "/v1/models"}
@@ -88,8 +85,17 @@ def create_app(ctx: ServerContext, static_dir: Path | None = None) -> FastAPI:
     app = FastAPI(title="chatsmith", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
     app.state.ctx = ctx
     app.add_middleware(BodyLimit, limit=ctx.max_body_bytes)
-
     app.add_middleware(CountRequests, ctx=ctx)
+    _add_error_handlers(app)
+    app.include_router(info_routes.router)
+    app.include_router(openai_routes.router)
+    app.include_router(web_routes.router)
+    _mount_web(app, static_dir or STATIC)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in OpenAI's shape; bad input is a 400, never a 500."""
 
     @app.exception_handler(APIError)
     async def api_error(_r: HTTPRequest, e: APIError) -> Response:
@@ -109,70 +115,6 @@ def create_app(ctx: ServerContext, static_dir: Path | None = None) -> FastAPI:
     async def bug(_r: HTTPRequest, e: Exception) -> Response:
         warn(f"internal error: {type(e).__name__}: {e}")
         return JSONResponse(error_body(500, "internal server error", code="internal_error"), status_code=500)
-
-    @app.get("/health")
-    async def health() -> Response:
-        b = ctx.backend
-        if b.error:
-            return JSONResponse({"status": "error", "error": b.error}, status_code=503)
-        if not b.ready:
-            return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "2"})
-        return JSONResponse({"status": "ok", **b.stats()})
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @app.get("/v1/models", dependencies=[Depends(caller)])
-    async def models() -> dict[str, Any]:
-        ctx.ensure_ready()
-        b = ctx.backend
-        card = {"id": b.name, "object": "model", "created": b.created, "owned_by": "chatsmith"}
-        return {"object": "list", "data": [{**card, "max_model_len": b.context_length}]}
-
-    @app.get("/v1/models/{model_id}", dependencies=[Depends(caller)])
-    async def model(model_id: str) -> dict[str, Any]:
-        listed = (await models())["data"]
-        if model_id != listed[0]["id"]:
-            raise APIError(
-                404, f"The model `{model_id}` does not exist", param="model", code="model_not_found"
-            )
-        return listed[0]
-
-    @app.post("/tokenize", dependencies=[Depends(caller)])
-    async def tokenize(request: HTTPRequest) -> dict[str, Any]:
-        from chatsmith.serve.convert import check_model, conversation
-        from chatsmith.serve.protocol import ChatRequest
-        from chatsmith.tokenizer.chat_format import encode_prompt, render
-
-        req = await read_body(request, TokenizeRequest)
-        c = ctx_of(request)
-        c.ensure_ready()
-        check_model(c.backend, req.model)
-        tok = c.backend.tok
-        if req.messages is not None:
-            msgs = conversation(ChatRequest(messages=req.messages))
-            ids = encode_prompt(tok, msgs) if req.add_generation_prompt else tok.encode(render(msgs)[0])
-        elif req.prompt is not None:
-            ids = tok.encode(req.prompt)
-        else:
-            raise APIError(400, "send `prompt` or `messages`", param="prompt")
-        return {"count": len(ids), "max_model_len": c.backend.context_length, "tokens": ids}
-
-    @app.post("/detokenize", dependencies=[Depends(caller)])
-    async def detokenize(request: HTTPRequest) -> dict[str, Any]:
-        req = await read_body(request, DetokenizeRequest)
-        c = ctx_of(request)
-        c.ensure_ready()
-        tok = c.backend.tok
-        if any(not 0 <= t < tok.vocab_size for t in req.tokens):
-            raise APIError(400, f"token ids must be in [0, {tok.vocab_size})", param="tokens")
-        return {"prompt": tok.decode(req.tokens)}
-
-    app.include_router(openai_routes.router)
-    app.include_router(web_routes.router)
-    _mount_web(app, static_dir or STATIC)
-    return app
 
 
 def _mount_web(app: FastAPI, static: Path) -> None:

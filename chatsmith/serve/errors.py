@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from chatsmith.serve.response_models import ErrorInfo, ErrorResponse
+
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -43,14 +45,8 @@ class APIError(Exception):
 def error_body(
     status: int, message: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "type": _TYPES.get(status, "invalid_request_error"),
-            "param": param,
-            "code": code,
-        }
-    }
+    kind = _TYPES.get(status, "invalid_request_error")
+    return ErrorResponse(error=ErrorInfo(message=message, type=kind, param=param, code=code)).model_dump()
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
@@ -25,10 +26,21 @@ from chatsmith.serve.convert import Prepared, prepare_chat, prepare_completions,
 from chatsmith.serve.errors import APIError, bad_request
 from chatsmith.serve.metrics import Timing
 from chatsmith.serve.protocol import ChatRequest, CompletionRequest
+from chatsmith.serve.response_models import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatDelta,
+    ChoiceLogprobs,
+    ChunkChoice,
+    Completion,
+    CompletionChoice,
+    StreamError,
+    ToolCallDelta,
+    Usage,
+)
 from chatsmith.serve.responses import (
     Choice,
     ChoiceTracker,
-    chat_chunk,
     chat_response,
     completion_choice,
     logprob_entry,
@@ -119,122 +131,10 @@ def _engine_failed(choices: list[Choice]) -> None:
             raise APIError(500, f"generation failed: {c.error}", code="engine_error")
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: HTTPRequest, _who: LimitedWho) -> Any:
-    ctx = ctx_of(request)
-    req = await read_body(request, ChatRequest)
-    ctx.ensure_ready()
-    prep = prepare_chat(req, ctx.backend)
-    timing = Timing(ctx.metrics, time.perf_counter())
-    r = submit(ctx, prep)
-    rid, created, model = new_id("chatcmpl"), now(), ctx.backend.name
-    tr = ChoiceTracker(ctx.backend.tok, prep.params.n, req.logprobs, prep.forced_tool)
-    if req.stream:
-        usage = bool(req.stream_options and req.stream_options.include_usage)
-        gen = _stream_chat(r, tr, timing, rid, created, model, prep, usage)
-        return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    watcher = asyncio.create_task(_watch_disconnect(request, [r]))
-    try:
-        async for _, ev in merged([r]):
-            _observe(timing, ev)
-            tr.feed(ev)
-    finally:
-        watcher.cancel()
-        r.cancel()  # a no-op once finished; frees the slot if we were interrupted
-    _engine_failed(tr.choices)
-    u = tr.usage()
-    timing.done(time.perf_counter(), u["prompt_tokens"], u["completion_tokens"])
-    return JSONResponse(chat_response(rid, model, created, tr, prep.primed))
-
-
-async def _stream_chat(
-    r: Request,
-    tr: ChoiceTracker,
-    timing: Timing,
-    rid: str,
-    created: int,
-    model: str,
-    prep: Prepared,
-    usage: bool,
-) -> AsyncIterator[str]:
-    def chunk(choices: list[dict[str, Any]]) -> str:
-        return sse(chat_chunk(rid, model, created, choices))
-
-    try:
-        for i in range(prep.params.n):
-            delta = {"role": "assistant", "content": prep.primed}
-            yield chunk([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}])
-        async for _, ev in merged([r]):
-            _observe(timing, ev)
-            c = tr.feed(ev)
-            if ev.kind == "token" and tr.forced is None and (ev.text or (tr.want_lp and ev.token >= 0)):
-                lp = {"content": [logprob_entry(tr.tok, ev)]} if tr.want_lp and ev.token >= 0 else None
-                yield chunk(
-                    [{"index": c.index, "delta": {"content": ev.text}, "logprobs": lp, "finish_reason": None}]
-                )
-            elif ev.kind == "done":
-                if c.error:
-                    yield sse({"error": {"message": f"generation failed: {c.error}", "type": "server_error"}})
-                    continue
-                if ev.text and tr.forced is None:
-                    yield chunk(
-                        [
-                            {
-                                "index": c.index,
-                                "delta": {"content": ev.text},
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ]
-                    )
-                if c.tool_calls:
-                    calls = [{"index": k, **tc} for k, tc in enumerate(c.tool_calls)]
-                    yield chunk(
-                        [
-                            {
-                                "index": c.index,
-                                "delta": {"tool_calls": calls},
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ]
-                    )
-                yield chunk(
-                    [{"index": c.index, "delta": {}, "logprobs": None, "finish_reason": c.finish_reason}]
-                )
-        u = tr.usage()
-        timing.done(time.perf_counter(), u["prompt_tokens"], u["completion_tokens"])
-        if usage:
-            yield sse(chat_chunk(rid, model=model, created=created, choices=[], usage=u))
-        yield sse("[DONE]")
-    finally:
-        r.cancel()  # the client went away (or we finished): free the engine's slot
-
-
-@router.post("/v1/completions")
-async def completions(request: HTTPRequest, _who: LimitedWho) -> Any:
-    ctx = ctx_of(request)
-    req = await read_body(request, CompletionRequest)
-    ctx.ensure_ready()
-    if req.suffix:
-        raise bad_request("suffix is not supported", param="suffix")
-    preps = prepare_completions(req, ctx.backend)
-    timing = Timing(ctx.metrics, time.perf_counter())
-    reqs: list[Request] = []
-    try:
-        for p in preps:
-            reqs.append(submit(ctx, p))
-    except APIError:
-        for r in reqs:
-            r.cancel()
-        raise
-    tok = ctx.backend.tok
-    n, want_lp = req.n, req.logprobs is not None
-    trackers = [ChoiceTracker(tok, n, want_lp, None) for _ in reqs]
-    rid, created, model = new_id("cmpl"), now(), ctx.backend.name
-    if req.stream:
-        gen = _stream_completions(req, preps, reqs, trackers, timing, rid, created, model)
-        return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+async def _collect(
+    request: HTTPRequest, reqs: list[Request], trackers: list[ChoiceTracker], timing: Timing
+) -> None:
+    """Feed every event of a plain (not streamed) response; a client that leaves cancels it."""
     watcher = asyncio.create_task(_watch_disconnect(request, reqs))
     try:
         async for i, ev in merged(reqs):
@@ -243,7 +143,121 @@ async def completions(request: HTTPRequest, _who: LimitedWho) -> Any:
     finally:
         watcher.cancel()
         for r in reqs:
+            r.cancel()  # a no-op once finished; frees the slot if we were interrupted
+
+
+def _event_stream(gen: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@dataclass
+class _Head:
+    """The fields every object of one response shares."""
+
+    id: str
+    created: int
+    model: str
+
+    def chat_chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> str:
+        return sse(ChatCompletionChunk(**vars(self), choices=choices, usage=usage))
+
+    def completion(self, choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
+        return Completion(**vars(self), choices=choices, usage=usage)
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion)
+async def chat_completions(request: HTTPRequest, _who: LimitedWho) -> Any:
+    ctx = ctx_of(request)
+    req = await read_body(request, ChatRequest)
+    ctx.ensure_ready()
+    prep = prepare_chat(req, ctx.backend)
+    timing = Timing(ctx.metrics, time.perf_counter())
+    r = submit(ctx, prep)
+    head = _Head(new_id("chatcmpl"), now(), ctx.backend.name)
+    tr = ChoiceTracker(ctx.backend.tok, prep.params.n, req.logprobs, prep.forced_tool)
+    if req.stream:
+        usage = bool(req.stream_options and req.stream_options.include_usage)
+        return _event_stream(_stream_chat(r, tr, timing, head, prep, usage))
+    await _collect(request, [r], [tr], timing)
+    _engine_failed(tr.choices)
+    u = tr.usage()
+    timing.done(time.perf_counter(), u.prompt_tokens, u.completion_tokens)
+    return JSONResponse(chat_response(head.id, head.model, head.created, tr, prep.primed).model_dump())
+
+
+async def _stream_chat(
+    r: Request, tr: ChoiceTracker, timing: Timing, head: _Head, prep: Prepared, usage: bool
+) -> AsyncIterator[str]:
+    try:
+        for i in range(prep.params.n):
+            delta = ChatDelta(role="assistant", content=prep.primed)
+            yield head.chat_chunk([ChunkChoice(index=i, delta=delta)])
+        async for _, ev in merged([r]):
+            _observe(timing, ev)
+            c = tr.feed(ev)
+            for out in _chat_deltas(tr, ev, c):
+                yield sse(out) if isinstance(out, StreamError) else head.chat_chunk([out])
+        u = tr.usage()
+        timing.done(time.perf_counter(), u.prompt_tokens, u.completion_tokens)
+        if usage:
+            yield head.chat_chunk([], usage=u)
+        yield sse("[DONE]")
+    finally:
+        r.cancel()  # the client went away (or we finished): free the engine's slot
+
+
+def _chat_deltas(tr: ChoiceTracker, ev: Event, c: Choice) -> Iterator[ChunkChoice | StreamError]:
+    """The stream chunks one engine event makes: text as it comes (none for a primed tool
+    call, whose arguments come whole at the end), then the tool calls and the finish reason."""
+    if ev.kind == "token":
+        if tr.forced is None and (ev.text or (tr.want_lp and ev.token >= 0)):
+            lp = ChoiceLogprobs(content=[logprob_entry(tr.tok, ev)]) if tr.want_lp and ev.token >= 0 else None
+            yield ChunkChoice(index=c.index, delta=ChatDelta(content=ev.text), logprobs=lp)
+        return
+    if ev.kind != "done":
+        return
+    if c.error:
+        info = StreamError.Info(message=f"generation failed: {c.error}", type="server_error")
+        yield StreamError(error=info)
+        return
+    if ev.text and tr.forced is None:
+        yield ChunkChoice(index=c.index, delta=ChatDelta(content=ev.text))
+    if c.tool_calls:
+        calls = [ToolCallDelta(index=k, **tc.model_dump()) for k, tc in enumerate(c.tool_calls)]
+        yield ChunkChoice(index=c.index, delta=ChatDelta(tool_calls=calls))
+    yield ChunkChoice(index=c.index, delta=ChatDelta(), finish_reason=c.finish_reason)
+
+
+def _submit_all(ctx: ServerContext, preps: list[Prepared]) -> list[Request]:
+    """Submit every prompt, or none: a refusal cancels the ones already queued."""
+    reqs: list[Request] = []
+    try:
+        for p in preps:
+            reqs.append(submit(ctx, p))
+    except APIError:
+        for r in reqs:
             r.cancel()
+        raise
+    return reqs
+
+
+@router.post("/v1/completions", response_model=Completion)
+async def completions(request: HTTPRequest, _who: LimitedWho) -> Any:
+    ctx = ctx_of(request)
+    req = await read_body(request, CompletionRequest)
+    ctx.ensure_ready()
+    if req.suffix:
+        raise bad_request("suffix is not supported", param="suffix")
+    preps = prepare_completions(req, ctx.backend)
+    timing = Timing(ctx.metrics, time.perf_counter())
+    reqs = _submit_all(ctx, preps)
+    tok = ctx.backend.tok
+    n, want_lp = req.n, req.logprobs is not None
+    trackers = [ChoiceTracker(tok, n, want_lp, None) for _ in reqs]
+    head = _Head(new_id("cmpl"), now(), ctx.backend.name)
+    if req.stream:
+        return _event_stream(_stream_completions(req, preps, reqs, trackers, timing, head))
+    await _collect(request, reqs, trackers, timing)
     choices = []
     for i, (p, tr) in enumerate(zip(preps, trackers)):
         _engine_failed(tr.choices)
@@ -252,14 +266,15 @@ async def completions(request: HTTPRequest, _who: LimitedWho) -> Any:
                 completion_choice(tok, i * n + c.index, c, p.prompt, p.prompt_text, req.echo, want_lp)
             )
     usage = _sum_usage(trackers)
-    timing.done(time.perf_counter(), usage["prompt_tokens"], usage["completion_tokens"])
-    body = {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": choices}
-    return JSONResponse({**body, "usage": usage})
+    timing.done(time.perf_counter(), usage.prompt_tokens, usage.completion_tokens)
+    return JSONResponse(head.completion(choices, usage).model_dump())
 
 
-def _sum_usage(trackers: list[ChoiceTracker]) -> dict[str, int]:
-    us = [t.usage() for t in trackers]
-    return {k: sum(u[k] for u in us) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+def _sum_usage(trackers: list[ChoiceTracker]) -> Usage:
+    total = Usage.of(0, 0)
+    for t in trackers:
+        total = total + t.usage()
+    return total
 
 
 async def _stream_completions(
@@ -268,17 +283,12 @@ async def _stream_completions(
     reqs: list[Request],
     trackers: list[ChoiceTracker],
     timing: Timing,
-    rid: str,
-    created: int,
-    model: str,
+    head: _Head,
 ) -> AsyncIterator[str]:
     n = req.n
 
-    def chunk(idx: int, text: str, finish: str | None = None, lp: Any = None) -> str:
-        choice = {"index": idx, "text": text, "logprobs": lp, "finish_reason": finish}
-        return sse(
-            {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": [choice]}
-        )
+    def chunk(idx: int, text: str, finish: str | None = None) -> str:
+        return sse(head.completion([CompletionChoice(index=idx, text=text, finish_reason=finish)]))
 
     try:
         if req.echo:
@@ -294,18 +304,9 @@ async def _stream_completions(
             elif ev.kind == "done":
                 yield chunk(idx, ev.text, c.finish_reason)
         usage = _sum_usage(trackers)
-        timing.done(time.perf_counter(), usage["prompt_tokens"], usage["completion_tokens"])
+        timing.done(time.perf_counter(), usage.prompt_tokens, usage.completion_tokens)
         if req.stream_options and req.stream_options.include_usage:
-            yield sse(
-                {
-                    "id": rid,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
+            yield sse(head.completion([], usage))
         yield sse("[DONE]")
     finally:
         for r in reqs:

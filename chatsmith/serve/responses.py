@@ -1,4 +1,4 @@
-"""Engine events -> OpenAI response objects and SSE chunks (chat and legacy completions)."""
+"""Engine events -> OpenAI response objects (response_models.py) and SSE chunks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from chatsmith.serve.backend import Event
 from chatsmith.serve.convert import parse_forced
+from chatsmith.serve.response_models import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChoiceLogprobs,
+    CompletionChoice,
+    CompletionLogprobs,
+    FunctionCall,
+    TokenLogprob,
+    ToolCall,
+    TopLogprob,
+    Usage,
+)
 from chatsmith.tokenizer.bpe import BPETokenizer
 
 FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "cancelled": "stop"}
@@ -19,26 +34,26 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
-def sse(obj: dict[str, Any] | str) -> str:
-    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    return f"data: {data}\n\n"
+def sse(obj: BaseModel | str) -> str:
+    """One server-sent event; the JSON is written as JSONResponse writes it (compact, UTF-8)."""
+    if isinstance(obj, BaseModel):
+        obj = json.dumps(obj.model_dump(), ensure_ascii=False, separators=(",", ":"))
+    return f"data: {obj}\n\n"
 
 
 def token_str(tok: BPETokenizer, t: int) -> str:
     return tok.decode([t])
 
 
-def logprob_entry(tok: BPETokenizer, ev: Event) -> dict[str, Any]:
+def _top(tok: BPETokenizer, t: int, lp: float) -> TopLogprob:
+    s = token_str(tok, t)
+    return TopLogprob(token=s, logprob=lp, bytes=list(s.encode("utf-8")))
+
+
+def logprob_entry(tok: BPETokenizer, ev: Event) -> TokenLogprob:
     s = token_str(tok, ev.token)
-    return {
-        "token": s,
-        "logprob": ev.logprob,
-        "bytes": list(s.encode("utf-8")),
-        "top_logprobs": [
-            {"token": (ts := token_str(tok, t)), "logprob": lp, "bytes": list(ts.encode("utf-8"))}
-            for t, lp in ev.top_logprobs
-        ],
-    }
+    top = [_top(tok, t, lp) for t, lp in ev.top_logprobs]
+    return TokenLogprob(token=s, logprob=ev.logprob, bytes=list(s.encode("utf-8")), top_logprobs=top)
 
 
 @dataclass
@@ -47,11 +62,11 @@ class Choice:
 
     index: int
     text: list[str] = field(default_factory=list)
-    logprobs: list[dict[str, Any]] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     token_events: list[Event] = field(default_factory=list)
     finish_reason: str | None = None
     completion_tokens: int = 0
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
     prompt_logprobs: list[float | None] | None = None
     error: str | None = None
 
@@ -59,20 +74,14 @@ class Choice:
         return "".join(self.text)
 
 
-def tool_calls_out(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": new_id("call"),
-            "type": "function",
-            "function": {
-                "name": c["name"],
-                "arguments": c["arguments"]
-                if isinstance(c["arguments"], str)
-                else json.dumps(c["arguments"], ensure_ascii=False),
-            },
-        }
-        for c in raw
-    ]
+def tool_calls_out(raw: list[dict[str, Any]]) -> list[ToolCall]:
+    """The engine's calls ({"name", "arguments"}) as OpenAI tool calls with fresh ids."""
+    out = []
+    for c in raw:
+        args = c["arguments"]
+        args = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+        out.append(ToolCall(id=new_id("call"), function=FunctionCall(name=c["name"], arguments=args)))
+    return out
 
 
 class ChoiceTracker:
@@ -109,85 +118,61 @@ class ChoiceTracker:
             c.finish_reason = FINISH.get(reason, "stop")
         return c
 
-    def usage(self) -> dict[str, int]:
-        done = sum(c.completion_tokens for c in self.choices)
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": done,
-            "total_tokens": self.prompt_tokens + done,
-        }
+    def usage(self) -> Usage:
+        return Usage.of(self.prompt_tokens, sum(c.completion_tokens for c in self.choices))
 
 
-def chat_response(rid: str, model: str, created: int, tr: ChoiceTracker, primed: str) -> dict[str, Any]:
-    choices = []
-    for c in tr.choices:
-        text = c.content()
-        msg: dict[str, Any] = {"role": "assistant", "content": (primed + text) if (text or primed) else None}
-        if c.tool_calls:
-            msg["tool_calls"] = c.tool_calls
-            msg["content"] = text or None
-        choices.append(
-            {
-                "index": c.index,
-                "message": msg,
-                "logprobs": {"content": c.logprobs} if tr.want_lp else None,
-                "finish_reason": c.finish_reason,
-            }
+def _message(c: Choice, primed: str) -> AssistantMessage:
+    text = c.content()
+    if c.tool_calls:
+        return AssistantMessage(content=text or None, tool_calls=c.tool_calls)
+    return AssistantMessage(content=(primed + text) if (text or primed) else None)
+
+
+def chat_response(rid: str, model: str, created: int, tr: ChoiceTracker, primed: str) -> ChatCompletion:
+    choices = [
+        ChatChoice(
+            index=c.index,
+            message=_message(c, primed),
+            logprobs=ChoiceLogprobs(content=c.logprobs) if tr.want_lp else None,
+            finish_reason=c.finish_reason,
         )
-    return {
-        "id": rid,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-        "usage": tr.usage(),
-        "system_fingerprint": None,
-    }
+        for c in tr.choices
+    ]
+    return ChatCompletion(id=rid, created=created, model=model, choices=choices, usage=tr.usage())
 
 
-def chat_chunk(rid: str, model: str, created: int, choices: list[dict[str, Any]], usage: Any = None) -> dict:
-    out = {
-        "id": rid,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": choices,
-        "system_fingerprint": None,
-    }
-    if usage is not None:
-        out["usage"] = usage
-    return out
+def _completion_logprobs(tok: BPETokenizer, c: Choice, prompt: list[int], echo: bool) -> CompletionLogprobs:
+    tokens: list[str] = []
+    lps: list[float | None] = []
+    tops: list[dict[str, float] | None] = []
+    if echo:
+        plp = c.prompt_logprobs or [None] * len(prompt)
+        for i, t in enumerate(prompt):
+            s = token_str(tok, t)
+            tokens.append(s)
+            lp = plp[i] if i < len(plp) else None
+            lps.append(lp)
+            # Only the prompt token's own logprob is known for prompt positions.
+            tops.append(None if lp is None else {s: lp})
+    for ev in c.token_events:
+        tokens.append(token_str(tok, ev.token))
+        lps.append(ev.logprob)
+        tops.append({token_str(tok, t): lp for t, lp in ev.top_logprobs} or None)
+    offsets, n = [], 0
+    for s in tokens:
+        offsets.append(n)
+        n += len(s)
+    return CompletionLogprobs(tokens=tokens, token_logprobs=lps, top_logprobs=tops, text_offset=offsets)
 
 
 def completion_choice(
     tok: BPETokenizer, idx: int, c: Choice, prompt: list[int], prompt_text: str, echo: bool, want_lp: bool
-) -> dict[str, Any]:
+) -> CompletionChoice:
     gen_text = c.content()
     text = (prompt_text + gen_text) if echo else gen_text
-    logprobs = None
-    if want_lp:
-        tokens: list[str] = []
-        lps: list[float | None] = []
-        tops: list[dict[str, float] | None] = []
-        if echo:
-            plp = c.prompt_logprobs or [None] * len(prompt)
-            for i, t in enumerate(prompt):
-                s = token_str(tok, t)
-                tokens.append(s)
-                lp = plp[i] if i < len(plp) else None
-                lps.append(lp)
-                # Only the prompt token's own logprob is known for prompt positions.
-                tops.append(None if lp is None else {s: lp})
-        for ev in c.token_events:
-            tokens.append(token_str(tok, ev.token))
-            lps.append(ev.logprob)
-            tops.append({token_str(tok, t): lp for t, lp in ev.top_logprobs} or None)
-        offsets, n = [], 0
-        for s in tokens:
-            offsets.append(n)
-            n += len(s)
-        logprobs = {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
-    return {"index": idx, "text": text, "logprobs": logprobs, "finish_reason": c.finish_reason}
+    logprobs = _completion_logprobs(tok, c, prompt, echo) if want_lp else None
+    return CompletionChoice(index=idx, text=text, logprobs=logprobs, finish_reason=c.finish_reason)
 
 
 def now() -> int:

@@ -1,8 +1,8 @@
 """Users, API keys and conversations, persisted through SQLAlchemy.
 
-SQLite (a file under CHATSMITH_HOME) by default, PostgreSQL by URL. The schema carries
-a version number and upgrades in place: a new database is created at the latest
-version; an older one runs each missing step of `MIGRATIONS` in one transaction.
+SQLite (a file under CHATSMITH_HOME) by default, PostgreSQL by URL. The schema upgrades
+in place when a store opens it: Alembic runs the missing migrations (migrate.py) in one
+transaction. The models here describe the latest schema; the migrations build it.
 
 A conversation is a tree of messages (editing a user message starts a sibling branch);
 `current_leaf` says which branch the user looks at. Every write commits before it
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from alembic.util.exc import CommandError
 from sqlalchemy import (
     JSON,
     Boolean,
-    Connection,
     Float,
     ForeignKey,
     Integer,
@@ -28,18 +27,18 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    inspect,
     or_,
     select,
-    text,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.paths import home
+from chatsmith.serve import migrate
+from chatsmith.serve.migrate import SCHEMA_VERSION
 
-SCHEMA_VERSION = 2
+__all__ = ["SCHEMA_VERSION", "ApiKey", "Conversation", "Message", "Store", "User"]
 
 
 class Base(DeclarativeBase):
@@ -47,6 +46,8 @@ class Base(DeclarativeBase):
 
 
 class SchemaVersion(Base):
+    """The schema's number, from before Alembic; the migrations keep it current."""
+
     __tablename__ = "schema_version"
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
 
@@ -99,13 +100,6 @@ class Message(Base):
     tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
 
-def _v1_to_v2(conn: Connection) -> None:
-    conn.execute(text("ALTER TABLE conversations ADD COLUMN settings JSON"))
-    conn.execute(text("ALTER TABLE messages ADD COLUMN tool_calls JSON"))
-
-
-# MIGRATIONS[v] upgrades a database from version v to v + 1.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
 ROLES = ("system", "user", "assistant", "tool")
 MAX_CONTENT = 1_000_000  # characters in one stored message
 
@@ -141,27 +135,12 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
         try:
-            self.version = self._upgrade()
+            with self.engine.begin() as conn:
+                self.version = migrate.upgrade(conn, url)
         except OperationalError as e:
             raise ChatsmithError(f"cannot open database {url!r}: {e.orig}") from None
-
-    def _upgrade(self) -> int:
-        with self.engine.begin() as conn:
-            if not inspect(conn).has_table("schema_version"):
-                Base.metadata.create_all(conn)
-                conn.execute(SchemaVersion.__table__.insert().values(version=SCHEMA_VERSION))
-                return SCHEMA_VERSION
-            v = conn.execute(select(SchemaVersion.version)).scalar_one()
-            if v > SCHEMA_VERSION:
-                raise ChatsmithError(
-                    f"database {self.url} has schema version {v}, newer than this chatsmith "
-                    f"({SCHEMA_VERSION}); upgrade chatsmith"
-                )
-            while v < SCHEMA_VERSION:
-                MIGRATIONS[v](conn)
-                v += 1
-            conn.execute(SchemaVersion.__table__.update().values(version=v))
-            return v
+        except CommandError as e:
+            raise ChatsmithError(f"cannot upgrade database {url!r}: {e}") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -342,28 +321,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
-
-
-def conversation_json(c: Conversation, msgs: list[Message] | None = None) -> dict[str, Any]:
-    """The JSON the web app reads (and exports): the whole message tree."""
-    out: dict[str, Any] = {
-        "id": c.id,
-        "title": c.title,
-        "current_leaf": c.current_leaf,
-        "settings": c.settings or {},
-        "created_at": c.created_at,
-        "updated_at": c.updated_at,
-    }
-    if msgs is not None:
-        out["messages"] = [
-            {
-                "id": m.id,
-                "parent_id": m.parent_id,
-                "role": m.role,
-                "content": m.content,
-                "tool_calls": m.tool_calls,
-                "created_at": m.created_at,
-            }
-            for m in msgs
-        ]
-    return out

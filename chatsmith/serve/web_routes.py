@@ -18,7 +18,8 @@ from chatsmith.common.errors import ChatsmithError
 from chatsmith.serve.context import Who, ctx_of
 from chatsmith.serve.errors import APIError, bad_request
 from chatsmith.serve.openai_routes import read_body
-from chatsmith.serve.store import Store, conversation_json, new_id
+from chatsmith.serve.response_models import ResponseModel
+from chatsmith.serve.store import Conversation, Message, Store, new_id
 
 router = APIRouter(prefix="/api")
 MAX_IMPORT_MESSAGES = 10_000
@@ -58,6 +59,58 @@ class ImportedConversation(_Body):
     messages: list[ImportedMessage] = Field(default_factory=list, max_length=MAX_IMPORT_MESSAGES)
 
 
+class StoredMessage(ResponseModel):
+    id: str
+    parent_id: str | None
+    role: str
+    content: str
+    tool_calls: list[dict[str, Any]] | None
+    created_at: float
+
+
+class ConversationOut(ResponseModel):
+    """What the web app reads (and exports): with `messages`, the whole message tree."""
+
+    _omit_none = frozenset({"messages"})
+    id: str
+    title: str
+    current_leaf: str | None
+    settings: dict[str, Any]
+    created_at: float
+    updated_at: float
+    messages: list[StoredMessage] | None = None
+
+    @classmethod
+    def of(cls, c: Conversation, msgs: list[Message] | None = None) -> ConversationOut:
+        tree = None if msgs is None else [StoredMessage.model_validate(m, from_attributes=True) for m in msgs]
+        return cls(
+            id=c.id,
+            title=c.title,
+            current_leaf=c.current_leaf,
+            settings=c.settings or {},
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+            messages=tree,
+        )
+
+
+class ConversationList(ResponseModel):
+    data: list[ConversationOut]
+
+
+class AddedMessage(ResponseModel):
+    id: str
+    parent_id: str | None
+    role: str
+    content: str
+    created_at: float
+
+
+class Deleted(ResponseModel):
+    id: str
+    deleted: bool = True
+
+
 def _store(request: HTTPRequest) -> Store:
     return ctx_of(request).store
 
@@ -73,39 +126,39 @@ async def _run(fn: Any, *args: Any, **kw: Any) -> Any:
 
 
 @router.get("/conversations")
-async def list_conversations(request: HTTPRequest, who: Who, q: str = "") -> dict:
+async def list_conversations(request: HTTPRequest, who: Who, q: str = "") -> ConversationList:
     convs = await _run(_store(request).list_conversations, who.user_id, q[:200])
-    return {"data": [conversation_json(c) for c in convs]}
+    return ConversationList(data=[ConversationOut.of(c) for c in convs])
 
 
 @router.post("/conversations")
-async def create_conversation(request: HTTPRequest, who: Who) -> dict:
+async def create_conversation(request: HTTPRequest, who: Who) -> ConversationOut:
     body = await read_body(request, NewConversation)
     c = await _run(_store(request).create_conversation, who.user_id, body.title, body.settings)
-    return conversation_json(c, [])
+    return ConversationOut.of(c, [])
 
 
 @router.get("/conversations/{conv_id}")
-async def get_conversation(request: HTTPRequest, conv_id: str, who: Who) -> dict:
+async def get_conversation(request: HTTPRequest, conv_id: str, who: Who) -> ConversationOut:
     c, msgs = await _run(_store(request).conversation, who.user_id, conv_id)
-    return conversation_json(c, msgs)
+    return ConversationOut.of(c, msgs)
 
 
 @router.patch("/conversations/{conv_id}")
-async def patch_conversation(request: HTTPRequest, conv_id: str, who: Who) -> dict:
+async def patch_conversation(request: HTTPRequest, conv_id: str, who: Who) -> ConversationOut:
     body = await read_body(request, ConversationPatch)
     c = await _run(_store(request).update_conversation, who.user_id, conv_id, **body.model_dump())
-    return conversation_json(c)
+    return ConversationOut.of(c)
 
 
 @router.delete("/conversations/{conv_id}")
-async def delete_conversation(request: HTTPRequest, conv_id: str, who: Who) -> dict:
+async def delete_conversation(request: HTTPRequest, conv_id: str, who: Who) -> Deleted:
     await _run(_store(request).delete_conversation, who.user_id, conv_id)
-    return {"id": conv_id, "deleted": True}
+    return Deleted(id=conv_id)
 
 
 @router.post("/conversations/{conv_id}/messages")
-async def add_message(request: HTTPRequest, conv_id: str, who: Who) -> dict:
+async def add_message(request: HTTPRequest, conv_id: str, who: Who) -> AddedMessage:
     body = await read_body(request, NewMessage)
     m = await _run(
         _store(request).add_message,
@@ -116,22 +169,16 @@ async def add_message(request: HTTPRequest, conv_id: str, who: Who) -> dict:
         body.parent_id,
         body.tool_calls,
     )
-    return {
-        "id": m.id,
-        "parent_id": m.parent_id,
-        "role": m.role,
-        "content": m.content,
-        "created_at": m.created_at,
-    }
+    return AddedMessage.model_validate(m, from_attributes=True)
 
 
 @router.post("/conversations/import")
-async def import_conversation(request: HTTPRequest, who: Who) -> dict:
+async def import_conversation(request: HTTPRequest, who: Who) -> ConversationOut:
     """A conversation exported by the web app (GET /api/conversations/{id}); ids are renewed."""
     body = await read_body(request, ImportedConversation)
     st = _store(request)
 
-    def run() -> dict:
+    def run() -> ConversationOut:
         c = st.create_conversation(who.user_id, body.title, body.settings)
         try:
             return fill(c.id)
@@ -139,7 +186,7 @@ async def import_conversation(request: HTTPRequest, who: Who) -> dict:
             st.delete_conversation(who.user_id, c.id)  # no half-imported conversation stays behind
             raise
 
-    def fill(conv_id: str) -> dict:
+    def fill(conv_id: str) -> ConversationOut:
         ids: dict[str, str] = {}
         # Parents first: the tree is stored in the order of creation times.
         for m in sorted(body.messages, key=lambda m: m.created_at or 0.0):
@@ -162,6 +209,6 @@ async def import_conversation(request: HTTPRequest, who: Who) -> dict:
         if leaf:
             st.update_conversation(who.user_id, conv_id, current_leaf=leaf)
         conv, msgs = st.conversation(who.user_id, conv_id)
-        return conversation_json(conv, msgs)
+        return ConversationOut.of(conv, msgs)
 
     return await _run(run)

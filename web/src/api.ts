@@ -1,4 +1,5 @@
 // The server: the conversation store (/api) and OpenAI-style streaming chat (/v1).
+import { EventSourceParserStream } from "eventsource-parser/stream";
 import type { Conv, Msg } from "./tree";
 
 const KEY = "chatsmith.apiKey";
@@ -73,25 +74,18 @@ export async function* streamChat(body: ChatBody, signal: AbortSignal): AsyncGen
     signal,
   });
   if (!r.ok || !r.body) throw await failure(r);
-  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
+  yield* contentDeltas(r.body);
+}
+
+/** The content deltas of an OpenAI chat stream (SSE framing parsed by eventsource-parser). */
+export async function* contentDeltas(body: ReadableStream<BufferSource>): AsyncGenerator<string> {
+  const reader = body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream()).getReader();
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) return;
-    buf += value;
-    let cut: number;
-    while ((cut = buf.indexOf("\n\n")) >= 0) {
-      const event = buf.slice(0, cut);
-      buf = buf.slice(cut + 2);
-      for (const line of event.split("\n")) {
-        if (!line.startsWith("data: ")) continue;
-        const data = line.slice(6);
-        if (data === "[DONE]") return;
-        const obj = JSON.parse(data);
-        if (obj.error) throw new ApiError(500, obj.error.message);
-        const delta = obj.choices?.[0]?.delta;
-        if (delta?.content) yield delta.content as string;
-      }
-    }
+    if (done || value.data === "[DONE]") return;
+    const obj = JSON.parse(value.data);
+    if (obj.error) throw new ApiError(500, obj.error.message);
+    const delta = obj.choices?.[0]?.delta;
+    if (delta?.content) yield delta.content as string;
   }
 }
