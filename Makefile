@@ -26,7 +26,8 @@ WEB_SRC := $(wildcard web/src/*) web/index.html web/package.json web/package-loc
 
 $(WEB_OUT): $(WEB_SRC)
 	@if ! command -v npm >/dev/null 2>&1; then echo "web: npm not found, skipping the web app"; exit 0; fi; \
-	if [ ! -d web/node_modules ]; then (cd web && npm ci --no-audit --no-fund) || \
+	if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then \
+	  (cd web && npm ci --no-audit --no-fund) || \
 	  { echo "web: npm ci failed (offline?), skipping the web app"; exit 0; }; fi; \
 	cd web && npm run build --silent
 
