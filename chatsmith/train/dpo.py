@@ -24,15 +24,8 @@ from chatsmith.common.log import MetricsLog, info
 from chatsmith.data.chat_jsonl import Skipped
 from chatsmith.data.preferences import EncodedPair, PairLoader, PrefPair, collate, encode_pairs
 from chatsmith.model.gpt import GPT
+from chatsmith.train.logprobs import sequence_logps
 from chatsmith.train.loop import Stage, train
-
-
-def sequence_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed log-probability of each row's scored targets: logits (N, T, V), targets (N, T) -> (N,)."""
-    mask = targets != -1
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (N, T)
-    return (picked * mask).sum(-1)
 
 
 def dpo_loss(

@@ -28,6 +28,7 @@ from chatsmith.engine.sampling import SamplingParams
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_prompt
+from chatsmith.train.logprobs import token_logps
 from chatsmith.train.loop import Stage, train
 from chatsmith.train.rollout import Sample, Sampler
 
@@ -39,12 +40,6 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     mean = rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True, unbiased=False)
     return (rewards - mean) / (std + eps)
-
-
-def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p of each target token: logits (N, T, V), targets (N, T) with -1 = not scored -> (N, T)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
 
 
 def grpo_loss(
