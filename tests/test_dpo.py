@@ -10,7 +10,8 @@ import torch
 from chatsmith.common.config import ModelConfig
 from chatsmith.data.preferences import PairLoader, PrefPair, encode_pairs
 from chatsmith.model.build import build_model, gpt_config
-from chatsmith.train.dpo import dpo_loss, make_dpo_step, preference_accuracy, sequence_logps
+from chatsmith.train.dpo import dpo_loss, make_dpo_step, preference_accuracy
+from chatsmith.train.logprobs import sequence_logps, token_logps
 
 
 def tiny_model(tok, seed: int = 0):
@@ -53,6 +54,17 @@ def test_sequence_logps_counts_scored_tokens_only() -> None:
     logits = torch.zeros(1, 3, 4)  # uniform: each scored token adds ln(1/4)
     y = torch.tensor([[-1, 2, 3]])
     assert torch.allclose(sequence_logps(logits, y), torch.tensor([2 * math.log(0.25)]))
+
+
+def test_sequence_logps_sum_the_scored_token_logps() -> None:
+    # DPO's sequence figure and RL's per-token one come from the same helper.
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    y = torch.tensor([[-1, 3, 0, 6, -1], [2, -1, -1, 1, 4]])
+    per_tok = token_logps(logits, y)
+    assert per_tok.shape == (2, 5)
+    assert torch.equal(sequence_logps(logits, y), (per_tok * (y != -1)).sum(-1))
+    assert torch.allclose(per_tok[0, 1], torch.log_softmax(logits[0, 1], -1)[3])
 
 
 def test_a_few_steps_make_the_policy_prefer_the_chosen_answers(tiny_tok) -> None:

@@ -8,6 +8,7 @@ from test_dpo import tiny_model
 
 from chatsmith.common.config import RLConfig
 from chatsmith.data.word_problems import check_word_problem, word_problems
+from chatsmith.eval.report_plots import plot_rl
 from chatsmith.tokenizer.chat_format import tool_response_ids
 from chatsmith.train.rl import RolloutLoader, group_advantages, grpo_loss, pass_at
 from chatsmith.train.rollout import RolloutBuilder, Sampler
@@ -44,6 +45,18 @@ def test_objective_pushes_up_good_answers_and_clips() -> None:
 def test_pass_at_k() -> None:
     c = torch.tensor([[False, False, True], [False, False, False]])
     assert pass_at(c, 1) == 0.0 and pass_at(c, 3) == 0.5
+
+
+def test_rl_plot_draws_the_rl_rows_only(tmp_path) -> None:
+    rows = [
+        {"stage": "dpo", "step": 1, "train_loss": 0.7},
+        {"stage": "rl", "step": 0, "val_accuracy": 0.25},
+        {"stage": "rl", "step": 1, "reward": 0.5, "pass@1": 0.5, "pass@2": 1.0},
+        {"stage": "rl", "step": 2, "reward": 0.75, "pass@1": 0.75, "pass@2": 1.0, "val_accuracy": 0.5},
+    ]
+    out = plot_rl(rows, tmp_path / "rl.png")
+    assert out == tmp_path / "rl.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_rl(rows[:1], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 
 
 def test_rollout_is_rebuilt_as_the_model_saw_it(tiny_tok) -> None:

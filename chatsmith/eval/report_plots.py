@@ -1,4 +1,4 @@
-"""The report card's figures as PNG files: training curves, other logged metrics, task scores."""
+"""The report card's figures as PNG files: training curves, other logged metrics, task scores, RL curves."""
 
 from __future__ import annotations
 
@@ -123,5 +123,31 @@ def plot_tasks(card: dict[str, Any], out: Path) -> Path | None:
         ax2.axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_rl(rows: list[dict[str, Any]], out: Path, stage: str = "rl") -> Path | None:
+    """Mean reward and pass@k per step, held-out accuracy at each evaluation: one PNG."""
+    rows = [r for r in rows if r.get("stage") == stage]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    tr = [r for r in rows if "reward" in r]
+    a1.plot([r["step"] for r in tr], [r["reward"] for r in tr], lw=1, label="mean reward")
+    for k in sorted({k for r in tr for k in r if k.startswith("pass@")}):
+        a1.plot([r["step"] for r in tr], [r.get(k, float("nan")) for r in tr], lw=1, alpha=0.8, label=k)
+    a1.set_title("GRPO training rollouts")
+    ev = [r for r in rows if "val_accuracy" in r]
+    a2.plot([r["step"] for r in ev], [100 * r["val_accuracy"] for r in ev], "o-", ms=4)
+    a2.set_title("held-out word problems, greedy")
+    a2.set_ylabel("accuracy (%)")
+    for ax in (a1, a2):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    a1.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

@@ -16,23 +16,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common.config import Config
 from chatsmith.common.device import autocast
-from chatsmith.common.dist import dist_info
 from chatsmith.common.log import MetricsLog, info
-from chatsmith.data.chat_jsonl import Skipped
-from chatsmith.data.preferences import EncodedPair, PairLoader, PrefPair, collate, encode_pairs
+from chatsmith.data.preferences import EncodedPair, PrefPair, collate
 from chatsmith.model.gpt import GPT
-from chatsmith.train.loop import Stage, train
-
-
-def sequence_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed log-probability of each row's scored targets: logits (N, T, V), targets (N, T) -> (N,)."""
-    mask = targets != -1
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (N, T)
-    return (picked * mask).sum(-1)
+from chatsmith.train.logprobs import sequence_logps
+from chatsmith.train.pair_stage import fit_pairs, pair_summary, setup_pairs, steps_from_epochs
 
 
 def dpo_loss(
@@ -115,33 +105,19 @@ def run_dpo(
 ) -> dict[str, Any]:
     """Train the policy from init_dir (the SFT model, which is also the frozen reference)."""
     tc = cfg.dpo
-    model, tok, _ = load_checkpoint(init_dir, device)
+    s = setup_pairs("dpo", cfg, tc, init_dir, train_pairs, val_pairs, device, skip_bad)
+    model, tok = s.gpt, s.tok
     ref = copy.deepcopy(model).eval().requires_grad_(False)
-    skipped = Skipped()
-    train_enc = encode_pairs(tok, train_pairs, tc.seq_len + 1, skip_bad, skipped)
-    val_enc = encode_pairs(tok, val_pairs, tc.seq_len + 1, skip_bad, skipped)
-    skipped.report("dpo")
     info(
-        f"[dpo] {len(train_enc)} training pairs, {len(val_enc)} held-out pairs, beta {tc.beta}, "
+        f"[dpo] {len(s.train_enc)} training pairs, {len(s.val_enc)} held-out pairs, beta {tc.beta}, "
         f"{tc.steps} steps"
     )
-    if tc.epochs > 0:
-        tc.steps = max(1, round(tc.epochs * len(train_enc) / tc.batch_size))
+    steps_from_epochs(s)
 
     def evaluate() -> dict[str, float]:
-        return preference_accuracy(model, ref, val_enc, tc.beta, device, dtype, tok.bos_id, tc.batch_size)
+        return preference_accuracy(model, ref, s.val_enc, tc.beta, device, dtype, tok.bos_id, tc.batch_size)
 
-    di = dist_info()
-    loader = PairLoader(train_enc, tc.batch_size, cfg.run.seed, tok.bos_id, di.rank, di.world_size)
-    stage = Stage(
-        "dpo",
-        out_dir,
-        loader,
-        evaluate,
-        {"init": str(init_dir), "beta": tc.beta},
-        step_fn=make_dpo_step(ref, tc.beta, device),
-    )
-    last = train(model, tok, stage, tc, device, dtype, metrics, resume=resume, parallel=cfg.run.parallel)
-    keep = ("train_loss", "seconds", "val_pref_acc", "val_margin")
-    out = {k: v for k, v in last.items() if k in keep or k.startswith("val_pref_acc_")}
-    return {**out, "pairs": len(train_enc), "skipped": skipped.summary()}
+    meta = {"init": str(init_dir), "beta": tc.beta}
+    step = make_dpo_step(ref, tc.beta, device)
+    last = fit_pairs(s, model, out_dir, evaluate, meta, step, device, dtype, metrics, resume)
+    return pair_summary(s, last, ("train_loss", "seconds", "val_pref_acc", "val_margin"), "val_pref_acc_")

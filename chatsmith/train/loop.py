@@ -126,13 +126,7 @@ def train(
             info(f"[{stage.name}] {path} already finished {meta['step']} steps; nothing to resume")
             model.eval()
             return {k: v for k, v in meta.items() if isinstance(v, (int, float))}
-        train_state = load_train_state(path)
-        if train_state.get("model") is not None:  # a stage's extra modules beyond the GPT
-            model.load_state_dict(train_state["model"])
-        optimizer_state = load_optimizer_state(path)
-        start_step = int(meta["step"])
-        stage.loader.load_state_dict(meta["loader"])
-        info(f"[{stage.name}] resuming from {path} at step {start_step}")
+        start_step, optimizer_state, train_state = _restore(path, meta, model, stage)
 
     mode = par.pick_parallel(parallel, model)
     compiled = par.want_compile(cfg.compile, device)
@@ -143,41 +137,115 @@ def train(
     if train_state is not None:
         set_rng_state(train_state["rng"][di.rank % len(train_state["rng"])])
 
-    accum = grad_accum_steps(cfg, di.world_size)
-    tokens_per_step = cfg.batch_size * cfg.seq_len * accum * di.world_size
-    peak = peak_flops(device, dtype) * di.world_size
-    meter = Meter(tokens_per_step, flops_per_token(gpt, cfg.seq_len), peak)
+    run = _Run(stage, cfg, device, dtype, metrics, model, tok, wrapped, opt, mode)
     info(
-        f"[{stage.name}] {cfg.optimizer}, {di.world_size} rank(s) ({mode}), {accum} micro-step(s) of "
-        f"{cfg.batch_size}x{cfg.seq_len} per step = {tokens_per_step} tokens, dtype "
+        f"[{stage.name}] {cfg.optimizer}, {di.world_size} rank(s) ({mode}), {run.accum} micro-step(s) of "
+        f"{cfg.batch_size}x{cfg.seq_len} per step = {run.tokens_per_step} tokens, dtype "
         f"{str(dtype).replace('torch.', '')}, compile {'on' if compiled else 'off'}"
     )
-    wrapped.train()
-    last: dict[str, Any] = {"train_loss": float("nan")}
-    smooth, seconds = None, 0.0
-    for step in progress(range(start_step, cfg.steps), total=cfg.steps - start_step, desc=stage.name):
+    return run.loop(start_step)
+
+
+def _restore(
+    path: Path, meta: dict[str, Any], model: torch.nn.Module, stage: Stage
+) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """Put an unfinished run's extra modules and loader back; -> (step, optimizer state, train state)."""
+    train_state = load_train_state(path)
+    if train_state.get("model") is not None:  # a stage's extra modules beyond the GPT
+        model.load_state_dict(train_state["model"])
+    optimizer_state = load_optimizer_state(path)
+    start_step = int(meta["step"])
+    stage.loader.load_state_dict(meta["loader"])
+    info(f"[{stage.name}] resuming from {path} at step {start_step}")
+    return start_step, optimizer_state, train_state
+
+
+class _Run:
+    """One stage's steps once the model is wrapped and the optimizer built: each step is the
+    learning rate, the micro-steps, the update, then evaluation, logging and checkpoints."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        cfg: TrainConfig,
+        device: torch.device,
+        dtype: torch.dtype,
+        metrics: MetricsLog,
+        model: torch.nn.Module,
+        tok: BPETokenizer,
+        wrapped: torch.nn.Module,
+        opt: Any,
+        mode: str,
+    ) -> None:
+        self.stage, self.cfg, self.device, self.dtype, self.metrics = stage, cfg, device, dtype, metrics
+        self.model, self.gpt, self.tok, self.wrapped, self.opt, self.mode = (
+            model, find_gpt(model), tok, wrapped, opt, mode
+        )
+        world = dist_info().world_size
+        self.accum = grad_accum_steps(cfg, world)
+        self.tokens_per_step = cfg.batch_size * cfg.seq_len * self.accum * world
+        self.peak = peak_flops(device, dtype) * world
+        self.meter = Meter(self.tokens_per_step, flops_per_token(self.gpt, cfg.seq_len), self.peak)
+
+    def loop(self, start_step: int) -> dict[str, Any]:
+        """Steps start_step .. cfg.steps; returns the last step's figures and the run's averages."""
+        cfg = self.cfg
+        self.wrapped.train()
+        last: dict[str, Any] = {"train_loss": float("nan")}
+        smooth, seconds = None, 0.0
+        steps = range(start_step, cfg.steps)
+        for step in progress(steps, total=cfg.steps - start_step, desc=self.stage.name):
+            row, speed = self.update(step)
+            loss_v = row["train_loss"]
+            smooth = loss_v if smooth is None else 0.9 * smooth + 0.1 * loss_v
+            self.finish(step, row, speed, smooth)
+            seconds += speed["step_s"]
+            last = row
+        self.model.eval()
+        last = {k: v for k, v in last.items() if k not in ("eta_s", "step_s")}
+        last["seconds"] = seconds
+        # Averages over the steps after the first ones (compilation, warm-up), for benchmarks.
+        mean_s = self.meter.mean_step_s(seconds / max(1, cfg.steps - start_step))
+        last["mean_tok_per_s"] = self.tokens_per_step / mean_s
+        last["mean_mfu"] = last["mean_tok_per_s"] * self.meter.fpt / self.peak
+        return last
+
+    def set_lr(self, step: int) -> float:
+        """The schedule's multiplier for this step, applied to every group (and Muon's momentum)."""
+        cfg = self.cfg
         mult = lr_multiplier(step, cfg.steps, cfg.warmup_steps, cfg.warmdown_frac, cfg.min_lr_frac)
-        for g in opt.param_groups:
+        for g in self.opt.param_groups:
             g["lr"] = g["base_lr"] * mult
             if g.get("muon"):
                 g["momentum"] = muon_momentum(step, cfg)
+        return mult
+
+    def micro_steps(self) -> tuple[float, dict[str, float]]:
+        """Forward and backward over `accum` batches; -> (mean loss over micro-steps and ranks, extras)."""
+        device, wrapped, accum, step_fn = self.device, self.wrapped, self.accum, self.stage.step_fn
         loss_sum = torch.zeros((), device=device)
         extra_sum: dict[str, float] = {}
         for micro in range(accum):
-            batch = stage.loader.next_batch()
-            with par.micro_step_sync(wrapped, micro == accum - 1), autocast(device, dtype):
-                if stage.step_fn is None:
+            batch = self.stage.loader.next_batch()
+            with par.micro_step_sync(wrapped, micro == accum - 1), autocast(device, self.dtype):
+                if step_fn is None:
                     x, y = batch
                     loss = wrapped(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
                     extra: dict[str, float] = {}
                 else:
-                    loss, extra = stage.step_fn(wrapped, batch)
+                    loss, extra = step_fn(wrapped, batch)
                 (loss / accum).backward()
             loss_sum += loss.detach().float()
             for k, v in extra.items():
                 extra_sum[k] = extra_sum.get(k, 0.0) + float(v) / accum
         # The global mean over micro-steps and ranks, so the figure does not depend on the split.
-        loss_v = all_reduce_mean(loss_sum).item() / accum
+        return all_reduce_mean(loss_sum).item() / accum, extra_sum
+
+    def update(self, step: int) -> tuple[dict[str, Any], dict[str, float]]:
+        """One optimizer step; -> (its metrics row, its speed figures)."""
+        cfg, stage = self.cfg, self.stage
+        mult = self.set_lr(step)
+        loss_v, extra_sum = self.micro_steps()
         if not math.isfinite(loss_v):
             raise ChatsmithError(
                 f"{stage.name}: loss became {loss_v} at step {step + 1}; the run stopped before updating the "
@@ -186,47 +254,42 @@ def train(
             )
         gnorm = None
         if cfg.grad_clip > 0:
-            gnorm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        speed = meter.tick()
-        smooth = loss_v if smooth is None else 0.9 * smooth + 0.1 * loss_v
+            gnorm = torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        speed = self.meter.tick()
         row: dict[str, Any] = {"step": step + 1, "train_loss": loss_v, "lr": cfg.lr * mult}
         row.update(**speed, **extra_sum)
         if gnorm is not None:
             row["grad_norm"] = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)
+        return row, speed
+
+    def finish(self, step: int, row: dict[str, Any], speed: dict[str, float], smooth: float) -> None:
+        """After the update: evaluate, log, write the metrics row and save when it is time."""
+        cfg, stage = self.cfg, self.stage
         done = step + 1 == cfg.steps
         evaluated = stage.evaluate is not None and ((step + 1) % cfg.eval_every == 0 or done)
         if evaluated:
-            wrapped.eval()
+            self.wrapped.eval()
             row.update(stage.evaluate())
-            wrapped.train()
-        eta = meter.mean_step_s(speed["step_s"]) * (cfg.steps - step - 1)
+            self.wrapped.train()
+        eta = self.meter.mean_step_s(speed["step_s"]) * (cfg.steps - step - 1)
         row["eta_s"] = eta
         if (step + 1) % cfg.log_every == 0 or done:
-            row["mem_gb"] = peak_memory_gb(device)
+            row["mem_gb"] = peak_memory_gb(self.device)
             val = f" val {row['val_loss']:.4f}" if "val_loss" in row else ""
             info(
-                f"[{stage.name}] step {step + 1}/{cfg.steps} loss {smooth:.4f}{val} lr {cfg.lr * mult:.2e} "
+                f"[{stage.name}] step {step + 1}/{cfg.steps} loss {smooth:.4f}{val} lr {row['lr']:.2e} "
                 f"{speed['tok_per_s']:.0f} tok/s mfu {100 * speed['mfu']:.1f}% mem {row['mem_gb']:.2f}GB "
                 f"eta {eta:.0f}s"
             )
-        metrics.write(**row)
-        seconds += speed["step_s"]
-        last = row
+        self.metrics.write(**row)
         saved = stage.out_dir is not None and (done or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0))
         if saved:
-            _save(stage, model, gpt, tok, opt, mode, step + 1, cfg.steps, row, final=done)
+            model, opt = self.model, self.opt
+            _save(stage, model, self.gpt, self.tok, opt, self.mode, step + 1, cfg.steps, row, final=done)
         if evaluated or saved:  # their time is not training time
-            meter.restart()
-    model.eval()
-    last = {k: v for k, v in last.items() if k not in ("eta_s", "step_s")}
-    last["seconds"] = seconds
-    # Averages over the steps after the first ones (compilation, warm-up), for benchmarks.
-    mean_s = meter.mean_step_s(seconds / max(1, cfg.steps - start_step))
-    last["mean_tok_per_s"] = tokens_per_step / mean_s
-    last["mean_mfu"] = last["mean_tok_per_s"] * meter.fpt / peak
-    return last
+            self.meter.restart()
 
 
 def _save(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -175,53 +176,83 @@ def run_posttrain(args: argparse.Namespace, overrides: list[str]) -> int:
     init = _init_dir(verb, run, args.init)
     out = Path(args.out).expanduser() if args.out else run / verb
     metrics = MetricsLog(out.parent / "metrics.jsonl", verb)
-    skipped = Skipped()
     info(f"[{verb}] {init} -> {out}")
-    if verb == "sft":
-        from chatsmith.train.sft import run_sft
-
-        train, val = _sft_data(cfg, args, run, skipped)
-        skipped.report("sft")
-        result = run_sft(
-            cfg, init, out, train, val, device, dtype, metrics, args.skip_bad, args.tokens, args.resume
-        )
-        result["skipped_lines"] = skipped.total
-    elif verb in ("dpo", "rm"):
-        sc = cfg.dpo if verb == "dpo" else cfg.rm
-        train_p, val_p = _pref_data(cfg, args, run, sc.train_pairs, sc.val_pairs, skipped)
-        skipped.report(verb)
-        if verb == "dpo":
-            from chatsmith.train.dpo import run_dpo as run_stage
-        else:
-            from chatsmith.train.rm import run_rm as run_stage
-        result = run_stage(cfg, init, out, train_p, val_p, device, dtype, metrics, args.skip_bad, args.resume)
-        result["skipped_lines"] = skipped.total
-    else:
-        from chatsmith.data.word_problems import check_word_problem, word_problems
-        from chatsmith.train.rl import run_rl
-
-        tc = cfg.rl
-        train_wp = word_problems(5000, cfg.run.seed + 5, "train")
-        val_wp = word_problems(tc.eval_problems, cfg.run.seed + 6, "heldout")
-        rm = Path(args.rm) if args.rm else (run / "rm" if (run / "rm").is_dir() else None)
-        result = run_rl(
-            cfg,
-            init,
-            out,
-            train_wp,
-            val_wp,
-            check_word_problem,
-            device,
-            dtype,
-            metrics,
-            rm,
-            resume=args.resume,
-        )
+    ctx = _Verb(cfg, args, run, init, out, device, dtype, metrics, Skipped())
+    result = {"sft": _sft, "dpo": _pairs, "rm": _pairs, "rl": _rl}[verb](ctx)
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str, dict))}
     if is_main_process():
         (out.parent / f"{verb}_summary.json").write_text(json.dumps(summary, indent=1))
     info(json.dumps(summary))
     return 0
+
+
+@dataclass
+class _Verb:
+    """What every post-training verb starts from: the config, the folders and the shared counters."""
+
+    cfg: Config
+    args: argparse.Namespace
+    run: Path  # the run's folder
+    init: Path  # the checkpoint to start from
+    out: Path  # the checkpoint folder to write
+    device: Any
+    dtype: Any
+    metrics: MetricsLog
+    skipped: Any  # chat_jsonl.Skipped: bad or too-long lines left out of the data files
+
+
+def _sft(v: _Verb) -> dict[str, Any]:
+    from chatsmith.train.sft import run_sft
+
+    args = v.args
+    train, val = _sft_data(v.cfg, args, v.run, v.skipped)
+    v.skipped.report("sft")
+    cfg, device, dtype = v.cfg, v.device, v.dtype
+    result = run_sft(
+        cfg, v.init, v.out, train, val, device, dtype, v.metrics, args.skip_bad, args.tokens, args.resume
+    )
+    result["skipped_lines"] = v.skipped.total
+    return result
+
+
+def _pairs(v: _Verb) -> dict[str, Any]:
+    """dpo or rm: both train on preference pairs."""
+    verb, cfg, args = v.args.verb, v.cfg, v.args
+    sc = cfg.dpo if verb == "dpo" else cfg.rm
+    train_p, val_p = _pref_data(cfg, args, v.run, sc.train_pairs, sc.val_pairs, v.skipped)
+    v.skipped.report(verb)
+    if verb == "dpo":
+        from chatsmith.train.dpo import run_dpo as run_stage
+    else:
+        from chatsmith.train.rm import run_rm as run_stage
+    result = run_stage(
+        cfg, v.init, v.out, train_p, val_p, v.device, v.dtype, v.metrics, args.skip_bad, args.resume
+    )
+    result["skipped_lines"] = v.skipped.total
+    return result
+
+
+def _rl(v: _Verb) -> dict[str, Any]:
+    from chatsmith.data.word_problems import check_word_problem, word_problems
+    from chatsmith.train.rl import run_rl
+
+    cfg, args, run = v.cfg, v.args, v.run
+    train_wp = word_problems(5000, cfg.run.seed + 5, "train")
+    val_wp = word_problems(cfg.rl.eval_problems, cfg.run.seed + 6, "heldout")
+    rm = Path(args.rm) if args.rm else (run / "rm" if (run / "rm").is_dir() else None)
+    return run_rl(
+        cfg,
+        v.init,
+        v.out,
+        train_wp,
+        val_wp,
+        check_word_problem,
+        v.device,
+        v.dtype,
+        v.metrics,
+        rm,
+        resume=args.resume,
+    )
 
 
 __all__ = ["VERBS", "add_posttrain_parsers", "run_posttrain"]

@@ -25,9 +25,11 @@ from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import MetricsLog, info, read_metrics
 from chatsmith.data.synthetic import Example
 from chatsmith.engine.sampling import SamplingParams
+from chatsmith.eval.report_plots import plot_rl
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_prompt
+from chatsmith.train.logprobs import token_logps
 from chatsmith.train.loop import Stage, train
 from chatsmith.train.rollout import Sample, Sampler
 
@@ -39,12 +41,6 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     mean = rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True, unbiased=False)
     return (rewards - mean) / (std + eps)
-
-
-def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p of each target token: logits (N, T, V), targets (N, T) with -1 = not scored -> (N, T)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
 
 
 def grpo_loss(
@@ -194,36 +190,6 @@ def accuracy(
     return sum(check(ex, g[0].final_text) for ex, g in zip(problems, groups)) / len(problems)
 
 
-def plot_rl(metrics_path: Path, out: Path, stage: str = "rl") -> Path | None:
-    """Mean reward and pass@k per step, held-out accuracy at each evaluation: one PNG."""
-    rows = [r for r in read_metrics(metrics_path) if r.get("stage") == stage]
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    tr = [r for r in rows if "reward" in r]
-    a1.plot([r["step"] for r in tr], [r["reward"] for r in tr], lw=1, label="mean reward")
-    for k in sorted({k for r in tr for k in r if k.startswith("pass@")}):
-        a1.plot([r["step"] for r in tr], [r.get(k, float("nan")) for r in tr], lw=1, alpha=0.8, label=k)
-    a1.set_title("GRPO training rollouts")
-    ev = [r for r in rows if "val_accuracy" in r]
-    a2.plot([r["step"] for r in ev], [100 * r["val_accuracy"] for r in ev], "o-", ms=4)
-    a2.set_title("held-out word problems, greedy")
-    a2.set_ylabel("accuracy (%)")
-    for ax in (a1, a2):
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    a1.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
 def run_rl(
     cfg: Config,
     init_dir: Path,
@@ -247,14 +213,11 @@ def run_rl(
     model, tok, _ = load_checkpoint(init_dir, device)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if tc.kl_coef > 0 else None
     sampler = Sampler(model, tok, device, dtype, max_batch=tc.batch_size * tc.group_size)
-    summary: dict[str, Any] = {}
     eval_tokens = tc.max_new_tokens
     di = dist_info()
     try:
-        for name, path in (baseline_dirs or {}).items():
-            bmodel, btok, _ = load_checkpoint(path, device)
-            with Sampler(bmodel, btok, device, dtype, max_batch=64) as bs:
-                summary[f"accuracy_{name}"] = accuracy(bs, btok, val_problems, check, eval_tokens)
+        baselines = baseline_accuracies(baseline_dirs or {}, val_problems, check, eval_tokens, device, dtype)
+        summary: dict[str, Any] = {**baselines}
         summary["accuracy_before"] = accuracy(sampler, tok, val_problems, check, eval_tokens)
         info(f"[rl] held-out word problems before RL: {100 * summary['accuracy_before']:.1f}%")
         metrics.write(step=0, val_accuracy=summary["accuracy_before"])
@@ -272,14 +235,38 @@ def run_rl(
         last = train(model, tok, stage, tc, device, dtype, metrics, resume=resume, parallel=cfg.run.parallel)
     finally:
         sampler.close()
+    return rl_summary(summary, last, metrics, out_dir.parent / "rl.png")
+
+
+def baseline_accuracies(
+    dirs: dict[str, Path],
+    problems: list[Example],
+    check: Callable[[Example, str], bool],
+    max_new_tokens: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> dict[str, float]:
+    """Greedy held-out accuracy of other checkpoints (e.g. the SFT model), for the report's comparison."""
+    out: dict[str, float] = {}
+    for name, path in dirs.items():
+        bmodel, btok, _ = load_checkpoint(path, device)
+        with Sampler(bmodel, btok, device, dtype, max_batch=64) as bs:
+            out[f"accuracy_{name}"] = accuracy(bs, btok, problems, check, max_new_tokens)
+    return out
+
+
+def rl_summary(
+    summary: dict[str, Any], last: dict[str, Any], metrics: MetricsLog, plot: Path
+) -> dict[str, Any]:
+    """Accuracy after RL, the last rollout figures and the curves' PNG (drawn by rank 0)."""
     summary["accuracy_after"] = last.get("val_accuracy", float("nan"))
     summary["seconds"] = last.get("seconds", 0.0)
     for k, v in last.items():
         if k == "reward" or k.startswith("pass@"):
             summary[f"last_{k}"] = v
-    if metrics.path is not None and di.is_main:
-        plot = plot_rl(metrics.path, out_dir.parent / "rl.png")
-        summary["plot"] = str(plot) if plot else ""
+    if metrics.path is not None and dist_info().is_main:
+        drawn = plot_rl(read_metrics(metrics.path), plot)
+        summary["plot"] = str(drawn) if drawn else ""
     info(
         f"[rl] held-out word problems: {100 * summary['accuracy_before']:.1f}% -> "
         f"{100 * summary['accuracy_after']:.1f}%"

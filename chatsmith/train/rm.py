@@ -24,11 +24,10 @@ from chatsmith.common.device import autocast
 from chatsmith.common.dist import dist_info
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import MetricsLog, info
-from chatsmith.data.chat_jsonl import Skipped
-from chatsmith.data.preferences import EncodedPair, PairLoader, PrefPair, collate, encode_answer, encode_pairs
+from chatsmith.data.preferences import EncodedPair, PrefPair, collate, encode_answer
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
-from chatsmith.train.loop import Stage, train
+from chatsmith.train.pair_stage import fit_pairs, pair_summary, setup_pairs, steps_from_epochs
 
 
 class RewardModel(nn.Module):
@@ -168,27 +167,16 @@ def run_rm(
 ) -> dict[str, Any]:
     """Train a reward model from the chat model in init_dir; returns held-out pairwise accuracy."""
     tc = cfg.rm
-    gpt, tok, _ = load_checkpoint(init_dir, device)
-    rm = RewardModel(gpt, tc.pool)
-    skipped = Skipped()
-    train_enc = encode_pairs(tok, train_pairs, tc.seq_len + 1, skip_bad, skipped)
-    val_enc = encode_pairs(tok, val_pairs, tc.seq_len + 1, skip_bad, skipped)
-    skipped.report("rm")
-    if tc.epochs > 0:
-        tc.steps = max(1, round(tc.epochs * len(train_enc) / tc.batch_size))
-    info(f"[rm] {len(train_enc)} training pairs, {len(val_enc)} held-out pairs, {tc.steps} steps")
+    s = setup_pairs("rm", cfg, tc, init_dir, train_pairs, val_pairs, device, skip_bad)
+    rm = RewardModel(s.gpt, tc.pool)
+    steps_from_epochs(s)
+    info(f"[rm] {len(s.train_enc)} training pairs, {len(s.val_enc)} held-out pairs, {tc.steps} steps")
 
     def evaluate() -> dict[str, float]:
-        return pairwise_accuracy(rm, val_enc, device, dtype, tok.bos_id, tc.batch_size)
+        return pairwise_accuracy(rm, s.val_enc, device, dtype, s.tok.bos_id, tc.batch_size)
 
-    di = dist_info()
-    loader = PairLoader(train_enc, tc.batch_size, cfg.run.seed, tok.bos_id, di.rank, di.world_size)
-    stage = Stage(
-        "rm", out_dir, loader, evaluate, {"init": str(init_dir), "kind": "reward_model"}, rm_step(device)
-    )
-    last = train(rm, tok, stage, tc, device, dtype, metrics, resume=resume, parallel=cfg.run.parallel)
-    if di.is_main:
+    meta = {"init": str(init_dir), "kind": "reward_model"}
+    last = fit_pairs(s, rm, out_dir, evaluate, meta, rm_step(device), device, dtype, metrics, resume)
+    if dist_info().is_main:
         save_head(out_dir, rm)
-    keep = ("train_loss", "seconds", "val_rm_acc")
-    out = {k: v for k, v in last.items() if k in keep or k.startswith("val_rm_acc_")}
-    return {**out, "pairs": len(train_enc), "skipped": skipped.summary()}
+    return pair_summary(s, last, ("train_loss", "seconds", "val_rm_acc"), "val_rm_acc_")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,33 @@ def pretrain_only(cfg: Config, resume: str | None = None) -> Path:
 
 def speedrun(cfg: Config, resume: str | None = None) -> Path:
     device, dtype = setup(cfg)
+    out = _start_run(cfg, resume, device, dtype)
+    tok, prep, data = prepare_data(cfg, out, reuse=resume is not None)
+    stages: dict[str, Any] = {k: v for k, v in prep.items() if k != "timings"}
+    run = _Pipeline(out, device, dtype, resume, stages, prep["timings"])
+    if data is None:
+        data = DemoData(cfg)  # the conversations and eval questions (the shards were reused or rank 0's)
+
+    run.stage("pretrain", run_pretrain, cfg, tok, out / "data", out / "base", device, dtype)
+    sft_train, sft_val = [e.messages for e in data.chat_train], [e.messages for e in data.chat_val]
+    run.stage("sft", run_sft, cfg, out / "base", out / "sft", sft_train, sft_val, device, dtype)
+    _preference_stages(run, cfg, data)
+    _rl_stage(run, cfg)
+
+    t = time.time()
+    evals = evaluate_stages(out, [s for s in STAGES if s != "rm"], device, dtype)  # every rank takes a share
+    run.timings["eval"] = time.time() - t
+    if not dist_info().is_main:  # the report is one process's work
+        cleanup()
+        return out
+    (out / "eval.json").write_text(json.dumps(evals, indent=1, ensure_ascii=False, default=str))
+    _report(run, cfg, evals)
+    cleanup()
+    return out
+
+
+def _start_run(cfg: Config, resume: str | None, device: torch.device, dtype: torch.dtype) -> Path:
+    """The run's folder, with its config; a fresh run (not a resumed one) starts a new metrics file."""
     out = run_dir(cfg.run.name)
     out.mkdir(parents=True, exist_ok=True)
     if dist_info().is_main:
@@ -103,79 +132,64 @@ def speedrun(cfg: Config, resume: str | None = None) -> Path:
             (out / "metrics.jsonl").unlink(missing_ok=True)
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     info(f"chatsmith speedrun → {out}  (device {device}, dtype {str(dtype).replace('torch.', '')})")
-    tok, prep, data = prepare_data(cfg, out, reuse=resume is not None)
-    timings: dict[str, float] = prep["timings"]
-    stages: dict[str, Any] = {k: v for k, v in prep.items() if k != "timings"}
-    if data is None:
-        data = DemoData(cfg)  # the conversations and eval questions (the shards were reused or rank 0's)
+    return out
 
-    metrics = MetricsLog(out / "metrics.jsonl", "pretrain")
-    t = time.time()
-    stages["pretrain"] = run_pretrain(cfg, tok, out / "data", out / "base", device, dtype, metrics, resume)
-    timings["pretrain"] = time.time() - t
 
-    metrics = MetricsLog(out / "metrics.jsonl", "sft")
-    t = time.time()
-    stages["sft"] = run_sft(
-        cfg,
-        out / "base",
-        out / "sft",
-        [e.messages for e in data.chat_train],
-        [e.messages for e in data.chat_val],
-        device,
-        dtype,
-        metrics,
-        resume=resume,
-    )
-    timings["sft"] = time.time() - t
+@dataclass
+class _Pipeline:
+    """The run in progress: each stage's summary and how long each step took, for the report."""
 
-    # Preference tuning and a reward model on synthetic pairs (correct vs wrong, polite vs
-    # rude, the user's language vs the other), both from the SFT model.
-    seed = cfg.run.seed
+    out: Path
+    device: torch.device
+    dtype: torch.dtype
+    resume: str | None
+    stages: dict[str, Any]
+    timings: dict[str, float]
+
+    def stage(self, name: str, run_stage: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+        """run_stage(*args, metrics=<this stage's rows of metrics.jsonl>, resume=..., **kwargs), timed."""
+        metrics = MetricsLog(self.out / "metrics.jsonl", name)
+        t = time.time()
+        self.stages[name] = run_stage(*args, metrics=metrics, resume=self.resume, **kwargs)
+        self.timings[name] = time.time() - t
+
+
+def _preference_stages(run: _Pipeline, cfg: Config, data: DemoData) -> None:
+    """Preference tuning and a reward model on synthetic pairs (correct vs wrong, polite vs
+    rude, the user's language vs the other), both from the SFT model."""
+    seed, out = cfg.run.seed, run.out
     prefs = preference_pairs(cfg.dpo.train_pairs, seed + 3, "train", cfg.identity, data.words)
     val_prefs = preference_pairs(cfg.dpo.val_pairs, seed + 4, "heldout", cfg.identity, data.words)
     for name, run_stage in (("dpo", run_dpo), ("rm", run_rm)):
-        metrics = MetricsLog(out / "metrics.jsonl", name)
-        t = time.time()
-        stages[name] = run_stage(
-            cfg, out / "sft", out / name, prefs, val_prefs, device, dtype, metrics, resume=resume
-        )
-        timings[name] = time.time() - t
+        run.stage(name, run_stage, cfg, out / "sft", out / name, prefs, val_prefs, run.device, run.dtype)
 
-    # GRPO on multi-step word problems, from the DPO model, rewarded by the exact answer.
-    metrics = MetricsLog(out / "metrics.jsonl", "rl")
-    t = time.time()
-    stages["rl"] = run_rl(
+
+def _rl_stage(run: _Pipeline, cfg: Config) -> None:
+    """GRPO on multi-step word problems, from the DPO model, rewarded by the exact answer."""
+    seed, out = cfg.run.seed, run.out
+    run.stage(
+        "rl",
+        run_rl,
         cfg,
         out / "dpo",
         out / "rl",
         word_problems(5000, seed + 5, "train"),
         word_problems(cfg.rl.eval_problems, seed + 6, "heldout"),
         check_word_problem,
-        device,
-        dtype,
-        metrics,
+        run.device,
+        run.dtype,
         rm_dir=out / "rm",
         baseline_dirs={"sft": out / "sft"},
-        resume=resume,
     )
-    timings["rl"] = time.time() - t
 
-    t = time.time()
-    evals = evaluate_stages(out, [s for s in STAGES if s != "rm"], device, dtype)  # every rank takes a share
-    timings["eval"] = time.time() - t
-    if not dist_info().is_main:  # the report is one process's work
-        cleanup()
-        return out
-    (out / "eval.json").write_text(json.dumps(evals, indent=1, ensure_ascii=False, default=str))
 
+def _report(run: _Pipeline, cfg: Config, evals: dict[str, Any]) -> None:
     setup_info = {
-        "device": str(device),
-        "dtype": str(dtype).replace("torch.", ""),
+        "device": str(run.device),
+        "dtype": str(run.dtype).replace("torch.", ""),
         "seed": cfg.run.seed,
         "model": f"depth {cfg.model.depth}",
     }
-    report = write_report(out, {"timings": timings, "stages": stages, "evals": evals, "setup": setup_info})
+    card = {"timings": run.timings, "stages": run.stages, "evals": evals, "setup": setup_info}
+    report = write_report(run.out, card)
     info(f"\nreport: {report}")
-    cleanup()
-    return out
