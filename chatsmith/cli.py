@@ -90,7 +90,7 @@ def _add_tokenizer(sub: Any) -> None:
 
 
 def _run_tokenizer_train(args: argparse.Namespace) -> int:
-    from chatsmith.data.text_files import read_documents
+    from chatsmith.data.corpus.text_files import read_documents
     from chatsmith.tokenizer.bpe import BPETokenizer
 
     docs = read_documents(args.input)

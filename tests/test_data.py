@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from chatsmith.common.config import IdentityConfig
-from chatsmith.data.loaders import PretrainLoader, SFTLoader, pack_conversations
+from chatsmith.data.chat.packing import SFTLoader, pack_conversations
 from chatsmith.data.synthetic import check, generators, mixture, split_of
+from chatsmith.data.tokens.loaders import PretrainLoader
 from chatsmith.engine.tools import run_tool
 
 WORDS = [

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from chatsmith.data.clean import CleanConfig, CleanReport, clean_batch, clean_dir, clean_document
-from chatsmith.data.docshards import DocShardWriter, iter_doc_batches
-from chatsmith.data.quality import QualityConfig, quality_issue, script_of
+from chatsmith.data.corpus.clean import CleanConfig, CleanReport, clean_batch, clean_dir, clean_document
+from chatsmith.data.corpus.docshards import DocShardWriter, iter_doc_batches
+from chatsmith.data.corpus.quality import QualityConfig, quality_issue, script_of
 
 # Long enough (>= 50 CJK characters) to pass the quality rules on its own.
 BODY_TW = (

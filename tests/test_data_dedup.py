@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.dedup import DedupConfig, Deduplicator, dedup_dir, dedup_texts
-from chatsmith.data.docshards import DocShardWriter, iter_doc_batches
+from chatsmith.data.corpus.dedup import DedupConfig, Deduplicator, dedup_dir, dedup_texts
+from chatsmith.data.corpus.docshards import DocShardWriter, iter_doc_batches
 
 SYL = ["ka", "lo", "mi", "ne", "ru", "ta", "shi", "po", "ve", "da", "zu", "ri", "fe", "gon", "bal", "tor"]
 

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.docshards import iter_doc_batches
-from chatsmith.data.download import DownloadConfig, download
-from chatsmith.data.fineweb import download_fineweb, fineweb_urls
-from chatsmith.data.ingest import ingest
+from chatsmith.data.corpus.docshards import iter_doc_batches
+from chatsmith.data.corpus.download import DownloadConfig, download
+from chatsmith.data.corpus.fineweb import download_fineweb, fineweb_urls
+from chatsmith.data.corpus.ingest import ingest
 
 FAST = DownloadConfig(retries=3, backoff=0.01, timeout=10)
 

@@ -12,8 +12,8 @@ import pytest
 
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.data.cli import main as data_main
-from chatsmith.data.docshards import iter_doc_batches
-from chatsmith.data.ingest import ingest
+from chatsmith.data.corpus.docshards import iter_doc_batches
+from chatsmith.data.corpus.ingest import ingest
 
 
 def rows(d: Path) -> list[tuple[str, str, str]]:
@@ -184,7 +184,7 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path: Path, monkeypatch: p
 
 
 def test_output_inside_a_source_folder_is_never_read(tmp_path: Path) -> None:
-    from chatsmith.data.clean import clean_dir
+    from chatsmith.data.corpus.clean import clean_dir
 
     d = tmp_path / "corpus"
     d.mkdir()

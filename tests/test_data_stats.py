@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.clean import CleanConfig
 from chatsmith.data.cli import add_data_parser, apply_sets, bench_data_main, run_data
-from chatsmith.data.docshards import DocShardWriter
+from chatsmith.data.corpus.clean import CleanConfig
+from chatsmith.data.corpus.docshards import DocShardWriter
 from chatsmith.data.stats import corpus_stats
 from chatsmith.tokenizer.bpe import BPETokenizer
 

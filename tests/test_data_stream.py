@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.docshards import DocShardWriter
-from chatsmith.data.stream import BOSAlignedLoader
-from chatsmith.data.tokenize_shards import tokenize_dir
+from chatsmith.data.corpus.docshards import DocShardWriter
+from chatsmith.data.tokens.stream import BOSAlignedLoader
+from chatsmith.data.tokens.tokenize_shards import tokenize_dir
 from chatsmith.tokenizer.bpe import BPETokenizer
 
 T = 48

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.docshards import DocShardWriter
-from chatsmith.data.shards import open_shard
-from chatsmith.data.tokenize_shards import read_manifest, tokenize_dir
+from chatsmith.data.corpus.docshards import DocShardWriter
+from chatsmith.data.tokens.shards import open_shard
+from chatsmith.data.tokens.tokenize_shards import read_manifest, tokenize_dir
 from chatsmith.tokenizer.bpe import BPETokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_interrupted_tokenization_resumes_to_the_same_manifest(
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "import chatsmith.data.tokenize_shards as ts\n"
+        "import chatsmith.data.tokens.tokenize_shards as ts\n"
         "orig = ts.encode_docs\n"
         "def slow(tok, texts):\n"
         "    time.sleep(0.15)\n"

@@ -8,7 +8,7 @@ import math
 import torch
 
 from chatsmith.common.config import ModelConfig
-from chatsmith.data.preferences import PairLoader, PrefPair, encode_pairs
+from chatsmith.data.chat.preferences import PairLoader, PrefPair, encode_pairs
 from chatsmith.model.build import build_model, gpt_config
 from chatsmith.train.dpo import dpo_loss, make_dpo_step, preference_accuracy
 from chatsmith.train.logprobs import sequence_logps, token_logps

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from chatsmith.data.shards import write_shard
+from chatsmith.data.tokens.shards import write_shard
 from chatsmith.eval.bpb import load_documents, windows
 from chatsmith.eval.runner import EvalSettings, evaluate_model
 from chatsmith.model.build import build_model

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from chatsmith.checkpoint import save_checkpoint
-from chatsmith.data.shards import write_shard
+from chatsmith.data.tokens.shards import write_shard
 from chatsmith.eval.report import write_report
 from chatsmith.eval.runner import EvalSettings, evaluate_stages
 from chatsmith.model.build import build_model

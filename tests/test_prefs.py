@@ -9,8 +9,8 @@ import pytest
 
 from chatsmith.common.config import IdentityConfig
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.chat_jsonl import Skipped
-from chatsmith.data.preferences import PairLoader, encode_pairs, read_preferences
+from chatsmith.data.chat.chat_jsonl import Skipped
+from chatsmith.data.chat.preferences import PairLoader, encode_pairs, read_preferences
 from chatsmith.data.synthetic import split_of
 from chatsmith.data.synthetic_prefs import preference_pairs
 
@@ -71,7 +71,7 @@ def test_only_the_answer_is_scored_and_the_loader_resumes(tmp_path: Path, tiny_t
 
 
 def test_too_long_pair_is_an_error_or_counted(tiny_tok) -> None:
-    from chatsmith.data.preferences import PrefPair
+    from chatsmith.data.chat.preferences import PrefPair
 
     long = PrefPair(
         PAIR["prompt"], [{"role": "assistant", "content": "la " * 300}], PAIR["rejected"], "f.jsonl:7"

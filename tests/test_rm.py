@@ -9,7 +9,7 @@ from test_dpo import pairs, tiny_model
 
 from chatsmith.checkpoint import save_checkpoint
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.preferences import EncodedPair, PrefPair, collate, encode_pairs
+from chatsmith.data.chat.preferences import EncodedPair, PrefPair, collate, encode_pairs
 from chatsmith.train.rm import RewardModel, bt_loss, load_reward_model, pairwise_accuracy, save_head
 
 

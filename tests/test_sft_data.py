@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.chat_jsonl import (
+from chatsmith.data.chat.chat_jsonl import (
     Skipped,
     encode_conversations,
     parse_source,
     read_conversations,
     weighted_mixture,
 )
-from chatsmith.data.loaders import pack_conversations
+from chatsmith.data.chat.packing import pack_conversations
 from chatsmith.tokenizer.chat_format import encode_conversation
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}

@@ -13,7 +13,8 @@ from chatsmith.checkpoint import read_meta
 from chatsmith.common.config import TrainConfig
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import MetricsLog
-from chatsmith.data.loaders import PretrainLoader, SFTLoader
+from chatsmith.data.chat.packing import SFTLoader
+from chatsmith.data.tokens.loaders import PretrainLoader
 from chatsmith.model.build import build_model
 from chatsmith.model.gpt import GPT, GPTConfig
 from chatsmith.train.loop import Stage, grad_accum_steps, train

@@ -21,7 +21,7 @@ from chatsmith.bench.peak import bench_peak
 from chatsmith.common.config import Config, make_config
 from chatsmith.common.device import peak_memory_gb, pick_device, pick_dtype, set_threads
 from chatsmith.common.log import MetricsLog
-from chatsmith.data.loaders import PretrainLoader
+from chatsmith.data.tokens.loaders import PretrainLoader
 from chatsmith.model.build import build_model, gpt_config
 from chatsmith.train.loop import Stage, train
 from chatsmith.train.speed import flops_per_token, peak_flops, stored_peak

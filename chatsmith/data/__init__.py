@@ -1,1 +1,1 @@
-"""Layer 2: corpora, synthetic tasks, token shards and loaders."""
+"""Layer 2: corpora (corpus/), token shards and loaders (tokens/), conversations and preferences (chat/)."""

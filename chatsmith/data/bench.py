@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatsmith.data.clean import clean_dir
-from chatsmith.data.dedup import dedup_dir
-from chatsmith.data.docshards import DocShardWriter, iter_doc_batches
-from chatsmith.data.ingest import ingest
-from chatsmith.data.stdlib_corpus import stdlib_documents
-from chatsmith.data.tokenize_shards import tokenize_dir
+from chatsmith.data.corpus.clean import clean_dir
+from chatsmith.data.corpus.dedup import dedup_dir
+from chatsmith.data.corpus.docshards import DocShardWriter, iter_doc_batches
+from chatsmith.data.corpus.ingest import ingest
+from chatsmith.data.corpus.stdlib_corpus import stdlib_documents
+from chatsmith.data.tokens.tokenize_shards import tokenize_dir
 from chatsmith.tokenizer.bpe import BPETokenizer
 
 

@@ -132,13 +132,13 @@ def apply_sets(cfg: Any, sets: list[str]) -> Any:
 
 
 def _clean_cfg(sets: list[str]) -> Any:
-    from chatsmith.data.clean import CleanConfig
+    from chatsmith.data.corpus.clean import CleanConfig
 
     return apply_sets(CleanConfig(), sets)
 
 
 def _dedup_cfg(sets: list[str]) -> Any:
-    from chatsmith.data.dedup import DedupConfig
+    from chatsmith.data.corpus.dedup import DedupConfig
 
     return apply_sets(DedupConfig(), sets)
 
@@ -146,26 +146,26 @@ def _dedup_cfg(sets: list[str]) -> Any:
 def _run(args: argparse.Namespace) -> int:
     v = args.data_verb
     if v == "ingest":
-        from chatsmith.data.ingest import ingest
+        from chatsmith.data.corpus.ingest import ingest
 
         ingest(args.src, Path(args.out), args.text_field, args.skip_bad, args.sha256)
     elif v == "fineweb":
-        from chatsmith.data.fineweb import download_fineweb
+        from chatsmith.data.corpus.fineweb import download_fineweb
 
         paths = download_fineweb(args.shards, Path(args.out), args.base_url, args.layout, args.start)
         print(
             f"downloaded {len(paths)} shards to {args.out}; next: chatsmith data ingest {args.out} --out DOCS"
         )
     elif v == "clean":
-        from chatsmith.data.clean import clean_dir
+        from chatsmith.data.corpus.clean import clean_dir
 
         clean_dir(Path(args.inp), Path(args.out), _clean_cfg(args.set), args.workers)
     elif v == "dedup":
-        from chatsmith.data.dedup import dedup_dir
+        from chatsmith.data.corpus.dedup import dedup_dir
 
         dedup_dir(Path(args.inp), Path(args.out), _dedup_cfg(args.set))
     elif v == "tokenize":
-        from chatsmith.data.tokenize_shards import tokenize_dir
+        from chatsmith.data.tokens.tokenize_shards import tokenize_dir
 
         tokenize_dir(args.tokenizer, Path(args.inp), Path(args.out), args.workers)
     elif v == "stats":
@@ -173,11 +173,11 @@ def _run(args: argparse.Namespace) -> int:
 
         corpus_stats(args.dir, Path(args.out) if args.out else None)
     elif v == "prepare":
-        from chatsmith.data.clean import clean_dir
-        from chatsmith.data.dedup import dedup_dir
-        from chatsmith.data.ingest import ingest
+        from chatsmith.data.corpus.clean import clean_dir
+        from chatsmith.data.corpus.dedup import dedup_dir
+        from chatsmith.data.corpus.ingest import ingest
         from chatsmith.data.stats import corpus_stats
-        from chatsmith.data.tokenize_shards import tokenize_dir
+        from chatsmith.data.tokens.tokenize_shards import tokenize_dir
 
         out = Path(args.out)
         clean_cfg, dedup_cfg = _clean_cfg(args.clean_set), _dedup_cfg(args.dedup_set)  # check before working

@@ -10,10 +10,10 @@ from typing import Any
 
 from chatsmith.common.config import Config
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.shards import write_shard
-from chatsmith.data.stdlib_corpus import stdlib_documents
+from chatsmith.data.corpus.stdlib_corpus import stdlib_documents
+from chatsmith.data.corpus.text_files import read_documents
 from chatsmith.data.synthetic import Example, generators, mixture, word_list
-from chatsmith.data.text_files import read_documents
+from chatsmith.data.tokens.shards import write_shard
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import render
 

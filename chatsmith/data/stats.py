@@ -17,10 +17,10 @@ import numpy as np
 
 from chatsmith.common import log
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.docshards import PATTERN, iter_doc_batches, write_json
-from chatsmith.data.quality import script_of
-from chatsmith.data.shards import open_shard
-from chatsmith.data.tokenize_shards import MANIFEST, read_manifest
+from chatsmith.data.corpus.docshards import PATTERN, iter_doc_batches, write_json
+from chatsmith.data.corpus.quality import script_of
+from chatsmith.data.tokens.shards import open_shard
+from chatsmith.data.tokens.tokenize_shards import MANIFEST, read_manifest
 
 
 def doc_dir_stats(doc_dir: Path) -> tuple[dict[str, Any], np.ndarray]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from chatsmith.common.config import IdentityConfig
-from chatsmith.data.preferences import PrefPair
+from chatsmith.data.chat.preferences import PrefPair
 from chatsmith.data.synthetic import arithmetic, counting, identity, instruction, spelling
 
 RUDE = [

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from chatsmith.common.device import autocast
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.shards import open_shard
+from chatsmith.data.tokens.shards import open_shard
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from chatsmith.common.config import Config
 from chatsmith.common.device import autocast
 from chatsmith.common.log import MetricsLog, info
-from chatsmith.data.preferences import EncodedPair, PrefPair, collate
+from chatsmith.data.chat.preferences import EncodedPair, PrefPair, collate
 from chatsmith.model.gpt import GPT
 from chatsmith.train.logprobs import sequence_logps
 from chatsmith.train.pair_stage import fit_pairs, pair_summary, setup_pairs, steps_from_epochs

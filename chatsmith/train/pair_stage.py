@@ -19,8 +19,8 @@ from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common.config import Config, TrainConfig
 from chatsmith.common.dist import dist_info
 from chatsmith.common.log import MetricsLog
-from chatsmith.data.chat_jsonl import Skipped
-from chatsmith.data.preferences import EncodedPair, PairLoader, PrefPair, encode_pairs
+from chatsmith.data.chat.chat_jsonl import Skipped
+from chatsmith.data.chat.preferences import EncodedPair, PairLoader, PrefPair, encode_pairs
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.train.loop import Stage, StepFn, train

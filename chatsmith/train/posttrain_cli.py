@@ -84,7 +84,7 @@ def _words(run: Path) -> list[str]:
     p = run / "data" / "words.json"
     if p.is_file():
         return json.loads(p.read_text())
-    from chatsmith.data.stdlib_corpus import stdlib_documents
+    from chatsmith.data.corpus.stdlib_corpus import stdlib_documents
     from chatsmith.data.synthetic import word_list
 
     return word_list(stdlib_documents(1_000_000, 0))
@@ -105,7 +105,7 @@ def _init_dir(verb: str, run: Path, given: str | None) -> Path:
 
 
 def _file_mixture(specs: list[str], skip_bad: bool, seed: int, read: Any, skipped: Any) -> list[Any]:
-    from chatsmith.data.chat_jsonl import parse_source, weighted_mixture
+    from chatsmith.data.chat.chat_jsonl import parse_source, weighted_mixture
 
     sources = []
     for spec in specs:
@@ -115,7 +115,7 @@ def _file_mixture(specs: list[str], skip_bad: bool, seed: int, read: Any, skippe
 
 
 def _sft_data(cfg: Config, args: argparse.Namespace, run: Path, skipped: Any) -> tuple[list[Any], list[Any]]:
-    from chatsmith.data.chat_jsonl import read_conversations
+    from chatsmith.data.chat.chat_jsonl import read_conversations
     from chatsmith.data.synthetic import mixture
 
     n_syn = args.synthetic if args.synthetic >= 0 else (0 if args.data else cfg.data.chat_train)
@@ -141,7 +141,7 @@ def _sft_data(cfg: Config, args: argparse.Namespace, run: Path, skipped: Any) ->
 def _pref_data(
     cfg: Config, args: argparse.Namespace, run: Path, n_train: int, n_val: int, skipped: Any
 ) -> tuple[list[Any], list[Any]]:
-    from chatsmith.data.preferences import read_preferences
+    from chatsmith.data.chat.preferences import read_preferences
     from chatsmith.data.synthetic_prefs import preference_pairs
 
     n_syn = args.synthetic if args.synthetic >= 0 else (0 if args.data else n_train)
@@ -163,7 +163,7 @@ def _pref_data(
 
 def run_posttrain(args: argparse.Namespace, overrides: list[str]) -> int:
     from chatsmith.common.device import pick_device, pick_dtype, set_threads
-    from chatsmith.data.chat_jsonl import Skipped
+    from chatsmith.data.chat.chat_jsonl import Skipped
 
     cfg = make_config(args.preset, overrides)
     if args.run:

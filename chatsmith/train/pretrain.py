@@ -11,8 +11,8 @@ import torch
 from chatsmith.common.config import Config
 from chatsmith.common.dist import dist_info
 from chatsmith.common.log import MetricsLog, info
-from chatsmith.data.loaders import PretrainLoader
-from chatsmith.data.shards import open_shard
+from chatsmith.data.tokens.loaders import PretrainLoader
+from chatsmith.data.tokens.shards import open_shard
 from chatsmith.model.build import build_model, gpt_config
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.train.loop import Stage, mean_loss, train

@@ -24,7 +24,7 @@ from chatsmith.common.device import autocast
 from chatsmith.common.dist import dist_info
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import MetricsLog, info
-from chatsmith.data.preferences import EncodedPair, PrefPair, collate, encode_answer
+from chatsmith.data.chat.preferences import EncodedPair, PrefPair, collate, encode_answer
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.train.pair_stage import fit_pairs, pair_summary, setup_pairs, steps_from_epochs

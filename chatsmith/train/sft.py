@@ -17,8 +17,8 @@ from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common.config import Config
 from chatsmith.common.dist import dist_info
 from chatsmith.common.log import MetricsLog, info
-from chatsmith.data.chat_jsonl import Conversation, Skipped, encode_conversations
-from chatsmith.data.loaders import SFTLoader, pack_conversations
+from chatsmith.data.chat.chat_jsonl import Conversation, Skipped, encode_conversations
+from chatsmith.data.chat.packing import SFTLoader, pack_conversations
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.train.loop import Stage, mean_loss, train
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.download import DownloadConfig, download_all
+from chatsmith.data.corpus.download import DownloadConfig, download_all
 
 HUB = "https://huggingface.co/datasets"
 

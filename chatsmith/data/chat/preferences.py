@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.chat_jsonl import Skipped, check_messages, read_records
+from chatsmith.data.chat.chat_jsonl import Skipped, check_messages, read_records
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_conversation
 

@@ -26,8 +26,14 @@ import numpy as np
 
 from chatsmith.common import log
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.docshards import check_distinct, list_doc_shards, read_row_group, row_groups, write_json
-from chatsmith.data.shards import dtype_for, write_shard
+from chatsmith.data.corpus.docshards import (
+    check_distinct,
+    list_doc_shards,
+    read_row_group,
+    row_groups,
+    write_json,
+)
+from chatsmith.data.tokens.shards import dtype_for, write_shard
 from chatsmith.tokenizer.bpe import BPETokenizer
 
 MANIFEST = "manifest.json"

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from chatsmith.common import log
-from chatsmith.data.boilerplate import strip_boilerplate, strip_pinyin
-from chatsmith.data.docshards import (
+from chatsmith.data.corpus.boilerplate import strip_boilerplate, strip_pinyin
+from chatsmith.data.corpus.docshards import (
     DocShardWriter,
     check_distinct,
     list_doc_shards,
@@ -29,7 +29,7 @@ from chatsmith.data.docshards import (
     row_groups,
     write_json,
 )
-from chatsmith.data.quality import QualityConfig, quality_issue
+from chatsmith.data.corpus.quality import QualityConfig, quality_issue
 
 # C0 and C1 controls except \t and \n, plus zero-width and bidi marks and stray BOMs.
 _CONTROL = re.compile(

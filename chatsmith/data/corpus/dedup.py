@@ -26,8 +26,8 @@ from datasketch import MinHash, MinHashLSH
 
 from chatsmith.common import log
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.docshards import DocShardWriter, check_distinct, iter_doc_batches, write_json
-from chatsmith.data.quality import CJK
+from chatsmith.data.corpus.docshards import DocShardWriter, check_distinct, iter_doc_batches, write_json
+from chatsmith.data.corpus.quality import CJK
 
 _UNITS = re.compile(f"[{CJK}]|[^\\W{CJK}]+")
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.shards import open_shard
-from chatsmith.data.tokenize_shards import read_manifest
+from chatsmith.data.tokens.shards import open_shard
+from chatsmith.data.tokens.tokenize_shards import read_manifest
 
 _BLOCK = 1 << 23  # tokens hashed at a time (bounds the memory of the vectorised hash)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)

@@ -14,9 +14,9 @@ from typing import Any
 
 from chatsmith.common import log
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.docshards import DocShardWriter, write_json
-from chatsmith.data.download import DownloadConfig, download, is_url, url_filename
-from chatsmith.data.sources import BadInput, IngestCounts, expand_local, read_documents
+from chatsmith.data.corpus.docshards import DocShardWriter, write_json
+from chatsmith.data.corpus.download import DownloadConfig, download, is_url, url_filename
+from chatsmith.data.corpus.sources import BadInput, IngestCounts, expand_local, read_documents
 
 
 def source_label(src: str) -> str:

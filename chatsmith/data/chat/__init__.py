@@ -1,0 +1,1 @@
+"""Conversations (TRL's JSONL format), preference pairs, and packed SFT rows."""

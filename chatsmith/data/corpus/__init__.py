@@ -1,0 +1,1 @@
+"""The corpus pipeline: raw sources -> document shards, cleaned, filtered and deduplicated."""
