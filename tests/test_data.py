@@ -9,9 +9,10 @@ import pytest
 
 from chatsmith.common.config import IdentityConfig
 from chatsmith.data.chat.packing import SFTLoader, pack_conversations
-from chatsmith.data.synthetic import check, generators, mixture, split_of
 from chatsmith.data.tokens.loaders import PretrainLoader
 from chatsmith.engine.tools import run_tool
+from chatsmith.tasks.common import split_of
+from chatsmith.tasks.mixture import check, generators, mixture
 
 WORDS = [
     "strawberry",

@@ -11,8 +11,8 @@ from chatsmith.common.config import IdentityConfig
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.data.chat.chat_jsonl import Skipped
 from chatsmith.data.chat.preferences import PairLoader, encode_pairs, read_preferences
-from chatsmith.data.synthetic import split_of
-from chatsmith.data.synthetic_prefs import preference_pairs
+from chatsmith.tasks.common import split_of
+from chatsmith.tasks.preference_pairs import preference_pairs
 
 PAIR = {
     "prompt": [{"role": "user", "content": "What is 2 + 2?"}],

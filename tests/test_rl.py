@@ -7,8 +7,9 @@ import torch
 from test_dpo import tiny_model
 
 from chatsmith.common.config import RLConfig
-from chatsmith.data.word_problems import check_word_problem, word_problems
 from chatsmith.eval.report_plots import plot_rl
+from chatsmith.tasks.word_problems import check as check_word_problem
+from chatsmith.tasks.word_problems import word_problems
 from chatsmith.tokenizer.chat_format import tool_response_ids
 from chatsmith.train.rl import RolloutLoader, group_advantages, grpo_loss, pass_at
 from chatsmith.train.rollout import RolloutBuilder, Sampler

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import operator
 
-from chatsmith.data.synthetic import Example, check, split_of
-from chatsmith.data.word_problems import check_word_problem, word_problems
+from chatsmith.tasks.common import Example, split_of
+from chatsmith.tasks.mixture import check
+from chatsmith.tasks.word_problems import check as check_word_problem
+from chatsmith.tasks.word_problems import word_problems
 
 OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
 

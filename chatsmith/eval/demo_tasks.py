@@ -21,9 +21,9 @@ from typing import Any
 
 from chatsmith.common.config import IdentityConfig
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.data.demo import EVAL_TASKS
-from chatsmith.data.synthetic import NAMES, generators, split_of
 from chatsmith.eval.tasks import write_task
+from chatsmith.tasks.common import NAMES, split_of
+from chatsmith.tasks.mixture import EVAL_TASKS, generators
 
 # Questions per synthetic chat subtask: a cap on the run's eval sizes that keeps the
 # demo's evaluation of every stage within about two minutes on two cores.

@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
-from chatsmith.data.synthetic import Example, check, extra_checks
 from chatsmith.eval.generation import generate_texts
 from chatsmith.eval.prompts import generation_prompt_ids
 from chatsmith.eval.tasks import Task
 from chatsmith.model.gpt import GPT
+from chatsmith.tasks.common import Example
+from chatsmith.tasks.mixture import check, extra_checks
 from chatsmith.tokenizer.bpe import BPETokenizer
 
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")

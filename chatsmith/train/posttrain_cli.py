@@ -85,7 +85,7 @@ def _words(run: Path) -> list[str]:
     if p.is_file():
         return json.loads(p.read_text())
     from chatsmith.data.corpus.stdlib_corpus import stdlib_documents
-    from chatsmith.data.synthetic import word_list
+    from chatsmith.tasks.common import word_list
 
     return word_list(stdlib_documents(1_000_000, 0))
 
@@ -116,7 +116,7 @@ def _file_mixture(specs: list[str], skip_bad: bool, seed: int, read: Any, skippe
 
 def _sft_data(cfg: Config, args: argparse.Namespace, run: Path, skipped: Any) -> tuple[list[Any], list[Any]]:
     from chatsmith.data.chat.chat_jsonl import read_conversations
-    from chatsmith.data.synthetic import mixture
+    from chatsmith.tasks.mixture import mixture
 
     n_syn = args.synthetic if args.synthetic >= 0 else (0 if args.data else cfg.data.chat_train)
     train: list[Any] = _file_mixture(args.data, args.skip_bad, cfg.run.seed, read_conversations, skipped)
@@ -142,7 +142,7 @@ def _pref_data(
     cfg: Config, args: argparse.Namespace, run: Path, n_train: int, n_val: int, skipped: Any
 ) -> tuple[list[Any], list[Any]]:
     from chatsmith.data.chat.preferences import read_preferences
-    from chatsmith.data.synthetic_prefs import preference_pairs
+    from chatsmith.tasks.preference_pairs import preference_pairs
 
     n_syn = args.synthetic if args.synthetic >= 0 else (0 if args.data else n_train)
     train = _file_mixture(args.data, args.skip_bad, cfg.run.seed, read_preferences, skipped)
@@ -233,7 +233,8 @@ def _pairs(v: _Verb) -> dict[str, Any]:
 
 
 def _rl(v: _Verb) -> dict[str, Any]:
-    from chatsmith.data.word_problems import check_word_problem, word_problems
+    from chatsmith.tasks.word_problems import check as check_word_problem
+    from chatsmith.tasks.word_problems import word_problems
     from chatsmith.train.rl import run_rl
 
     cfg, args, run = v.cfg, v.args, v.run

@@ -23,10 +23,10 @@ from chatsmith.common.config import Config, RLConfig
 from chatsmith.common.dist import dist_info
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import MetricsLog, info, read_metrics
-from chatsmith.data.synthetic import Example
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.eval.report_plots import plot_rl
 from chatsmith.model.gpt import GPT
+from chatsmith.tasks.common import Example
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_prompt
 from chatsmith.train.logprobs import token_logps

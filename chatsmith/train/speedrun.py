@@ -23,11 +23,12 @@ from chatsmith.common.dist import (
 )
 from chatsmith.common.log import MetricsLog, info
 from chatsmith.common.paths import run_dir
-from chatsmith.data.demo import DemoData
-from chatsmith.data.synthetic_prefs import preference_pairs
-from chatsmith.data.word_problems import check_word_problem, word_problems
 from chatsmith.eval.report import write_report
 from chatsmith.eval.runner import evaluate_stages
+from chatsmith.tasks.demo import DemoData
+from chatsmith.tasks.preference_pairs import preference_pairs
+from chatsmith.tasks.word_problems import check as check_word_problem
+from chatsmith.tasks.word_problems import word_problems
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.train.dpo import run_dpo
 from chatsmith.train.pretrain import run_pretrain

@@ -4,16 +4,15 @@
 now?" The assistant must turn the story into one expression (`12 + 3 * 7 - 9`), call the
 calculator and state the result. Each step is easy; chaining two or three of them, in
 varied phrasings, is what a small SFT model gets only partly right, which leaves RL room
-to improve it. A stable hash of the problem's key (start, steps) puts
-it in exactly one split, as in `synthetic.py`.
+to improve it. A stable hash of the problem's key (the expression) puts it in exactly one
+split, as for every task (`common.split_of`). GRPO trains on this task.
 """
 
 from __future__ import annotations
 
 import random
-import re
 
-from chatsmith.data.synthetic import NAMES, Example, _tool_turns, split_of
+from chatsmith.tasks.common import NAMES, Example, last_number_is, split_of, tool_turns
 
 ITEMS = ["apples", "books", "coins", "stamps", "marbles", "pencils", "cards", "shells", "cookies", "stickers"]
 
@@ -64,19 +63,21 @@ def word_problem(rng: random.Random, split: str) -> Example:
         story += f" {name} " + ", ".join(phrases[:-1]) + f" and {phrases[-1]}."
     q = f"{story} {rng.choice(QUESTION).format(name=name, items=items)}"
     final = f"{name} has {total} {items} now."
-    msgs = _tool_turns(q, "calculator", {"expression": expr}, str(total), final)
+    msgs = tool_turns(q, "calculator", {"expression": expr}, str(total), final)
     return Example("word_problems", msgs, msgs[:1], str(total), {"expression": expr, "steps": n_steps})
 
 
-_INT = re.compile(r"-?\d+")
-
-
-def check_word_problem(ex: Example, reply: str) -> bool:
-    """Correct when the last number of the final reply is the answer."""
-    nums = _INT.findall(reply.replace(",", ""))
-    return bool(nums) and nums[-1] == ex.answer
-
-
 def word_problems(n: int, seed: int, split: str) -> list[Example]:
+    """n problems of one split, reproducible from the seed."""
     rng = random.Random(seed)
     return [word_problem(rng, split) for _ in range(n)]
+
+
+def check(ex: Example, reply: str) -> bool:
+    """Correct when the last number of the final reply is the answer."""
+    return last_number_is(ex, reply)
+
+
+def reward(ex: Example, reply: str) -> float:
+    """RL's reward for one answer: 1 for a correct final answer, 0 otherwise."""
+    return float(check(ex, reply))

@@ -15,7 +15,11 @@ import random
 
 from chatsmith.common.config import IdentityConfig
 from chatsmith.data.chat.preferences import PrefPair
-from chatsmith.data.synthetic import arithmetic, counting, identity, instruction, spelling
+from chatsmith.tasks.arithmetic import arithmetic
+from chatsmith.tasks.counting import counting
+from chatsmith.tasks.identity import identity
+from chatsmith.tasks.instructions import instruction
+from chatsmith.tasks.spelling import spelling
 
 RUDE = [
     "Ugh, that's a silly question. {a}",

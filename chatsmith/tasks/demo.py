@@ -1,4 +1,4 @@
-"""The demo's data: stdlib text, synthetic conversations, and their token shards."""
+"""The demo's data set: stdlib text (data.corpus), the synthetic task mix, and their token shards."""
 
 from __future__ import annotations
 
@@ -12,22 +12,11 @@ from chatsmith.common.config import Config
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.data.corpus.stdlib_corpus import stdlib_documents
 from chatsmith.data.corpus.text_files import read_documents
-from chatsmith.data.synthetic import Example, generators, mixture, word_list
 from chatsmith.data.tokens.shards import write_shard
+from chatsmith.tasks.common import Example, word_list
+from chatsmith.tasks.mixture import EVAL_TASKS, generators, mixture
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import render
-
-# How many held-out questions of each task the report evaluates, by EvalConfig field.
-EVAL_TASKS = {
-    "arithmetic": "arithmetic",
-    "counting": "counting",
-    "identity_en": "identity",
-    "identity_zh": "identity",
-    "spelling": "other",
-    "instructions": "other",
-    "multi_turn": "other",
-    "word_problems": "other",
-}
 
 
 def _limit(docs: list[str], max_bytes: int) -> list[str]:
