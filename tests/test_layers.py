@@ -4,12 +4,14 @@ Static analysis with `ast`: no chatsmith module is imported. Every `import` and 
 of a chatsmith module anywhere in a file (inside functions, `if TYPE_CHECKING:` blocks and
 `importlib.import_module("...")` calls included) must go to a lower layer, or stay inside the
 importer's own unit (a package such as chatsmith/data, or a single module such as
-chatsmith/checkpoint.py). Units on one layer do not import each other.
+chatsmith/checkpoint.py). Units on one layer do not import each other. Inside a unit, the
+modules' imports (at any depth) form no cycle.
 """
 
 from __future__ import annotations
 
 import ast
+import graphlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -277,3 +279,102 @@ def test_checker_flags_relative_import_in_a_package_init() -> None:
 )
 def test_checker_allows_legal_imports(module: str, source: str) -> None:
     assert _flags(source, module) == []
+
+
+# --- no import cycle inside a unit ---------------------------------------------------------
+
+
+def unit_imports(
+    tree: ast.AST, module: str, is_package: bool, exists: Callable[[str], bool] = module_exists
+) -> set[str]:
+    """The modules of the importer's own unit that its imports load, at any depth.
+
+    `from pkg import sub` needs pkg.sub, not what pkg/__init__.py defines: Python imports the
+    parent packages of every module first anyway, so that edge would make every package whose
+    __init__ imports a submodule look like a cycle.
+    """
+    unit = unit_of(module)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom, ast.Call)):
+            continue
+        names = [t for _, t in imported_modules(node, module, is_package, exists)]
+        if isinstance(node, ast.ImportFrom) and len(names) == len(node.names) + 1:
+            names = names[1:]  # every imported name is a submodule
+        found |= {t for t in names if _is_under(t, "chatsmith") and exists(t) and unit_of(t) == unit}
+    return found if unit != ROOT_UNIT else set()
+
+
+def import_cycle(
+    sources: dict[str, tuple[str, bool]], exists: Callable[[str], bool] = module_exists
+) -> list[str]:
+    """One import cycle among the modules (name -> (source, is_package)), or [] if there is none."""
+    graph = {m: unit_imports(ast.parse(src), m, pkg, exists) for m, (src, pkg) in sources.items()}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as e:
+        return list(e.args[1])
+    return []
+
+
+UNITS = sorted({unit_of(module_name(p)) for p in SOURCES} - {ROOT_UNIT})
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_no_import_cycle_inside_a_unit(unit: str) -> None:
+    sources = {
+        module_name(p): (p.read_text(encoding="utf-8"), p.name == "__init__.py")
+        for p in SOURCES
+        if unit_of(module_name(p)) == unit
+    }
+    cycle = import_cycle(sources)
+    assert not cycle, f"chatsmith.{unit} has an import cycle: {' -> '.join(cycle)}"
+
+
+def _made_up(modules: dict[str, str]) -> list[str]:
+    packages = {m.rpartition(".")[0] for m in modules} - {"chatsmith"}
+    known = set(modules) | packages
+    sources = {m: (src, m in packages) for m, src in modules.items()}
+    sources |= {p: ("", True) for p in packages if p not in modules}
+    return import_cycle(sources, exists=lambda name: name in known)
+
+
+@pytest.mark.parametrize(
+    "modules",
+    [
+        {  # the shape data/synthetic.py and data/word_problems.py once had
+            "chatsmith.data.synthetic": "def gens():\n    from chatsmith.data.word_problems import wp\n",
+            "chatsmith.data.word_problems": "from chatsmith.data.synthetic import NAMES\n",
+        },
+        {
+            "chatsmith.tasks.a": "from .b import f\n",
+            "chatsmith.tasks.b": "from . import c\n",
+            "chatsmith.tasks.c": "import importlib\nimportlib.import_module('chatsmith.tasks.a')\n",
+        },
+        {
+            "chatsmith.data.corpus.x": "from chatsmith.data.tokens import y\n",
+            "chatsmith.data.tokens.y": "from ..corpus.x import f\n",
+        },
+    ],
+)
+def test_checker_finds_an_import_cycle(modules: dict[str, str]) -> None:
+    cycle = _made_up(modules)
+    assert cycle and set(cycle) <= set(modules), cycle
+
+
+def test_checker_allows_imports_without_a_cycle() -> None:
+    # A package's __init__ re-exporting a module that imports a sibling through the package.
+    assert not _made_up(
+        {
+            "chatsmith.model": "from chatsmith.model.gpt import GPT\n",
+            "chatsmith.model.gpt": "from chatsmith.model import rope\n",
+            "chatsmith.model.rope": "import torch\n",
+        }
+    )
+    # Imports that leave the unit never close a cycle inside it.
+    assert not _made_up(
+        {
+            "chatsmith.tasks.a": "from chatsmith.data.b import f\n",
+            "chatsmith.data.b": "from chatsmith.tasks.a import g\n",
+        }
+    )
