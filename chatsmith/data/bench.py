@@ -1,7 +1,7 @@
 """Data pipeline throughput: ingest+clean+dedup MB/s, and tokenization MB/s against a baseline.
 
 The corpus is real text every machine has (the Python standard library's docstrings and
-comments, `stdlib_corpus.py`), written as JSONL; the stdlib caps it (about 4.7 MB on Python 3.11),
+comments, `corpus/stdlib_corpus.py`), written as JSONL; the stdlib caps it (about 4.7 MB on Python 3.11),
 and `corpus_mb` in the result says how much there was. The tokenization figure is the whole pipeline
 stage (read parquet, encode in `workers` processes, write shards and manifests); the baseline
 is the tokenizer library's own multi-threaded `encode_batch` on the same texts, already in
@@ -57,6 +57,14 @@ def _bench(
     mb: float, workers: int, tokenizer: str | Path | None, vocab_size: int, repeats: int, tmp: Path, seed: int
 ) -> dict[str, Any]:
     docs = stdlib_documents(int(mb * 1e6), seed)
+    corpus = _corpus_stages(docs, tmp)
+    tok, tok_path = _tokenizer(docs, tokenizer, vocab_size, tmp)
+    tokens = _tokenize_stage(tok, tok_path, workers, repeats, tmp)
+    return {"bench": "data", **corpus, **tokens, "vocab_size": tok.vocab_size, "cpus": os.cpu_count()}
+
+
+def _corpus_stages(docs: list[str], tmp: Path) -> dict[str, Any]:
+    """Ingest, clean and dedup the documents (written as JSONL), each stage timed."""
     raw = tmp / "raw" / "stdlib.jsonl"
     raw.parent.mkdir(parents=True, exist_ok=True)
     with open(raw, "w", encoding="utf-8") as f:
@@ -71,14 +79,33 @@ def _bench(
     t2 = time.perf_counter()
     deduped = dedup_dir(tmp / "clean", tmp / "dedup", quiet=True)
     t3 = time.perf_counter()
+    return {
+        "corpus_mb": round(raw_bytes / 1e6, 3),
+        "documents_in": len(docs),
+        "documents_after_clean": cleaned["documents_out"],
+        "documents_after_dedup": deduped["documents_out"],
+        "ingest_mb_s": _mb(raw_bytes, t1 - t0),
+        "clean_mb_s": _mb(raw_bytes, t2 - t1),
+        "dedup_mb_s": _mb(cleaned["bytes_out"], t3 - t2),
+        "ingest_clean_dedup_mb_s": _mb(raw_bytes, t3 - t0),
+    }
 
-    if tokenizer is None:
-        tok = BPETokenizer.train(docs[: max(1, len(docs) // 8)], vocab_size=vocab_size)
-        tok_path = tmp / "tokenizer.json"
-        tok.save(tok_path)
-    else:
-        tok_path = Path(tokenizer)
-        tok = BPETokenizer.load(tok_path)
+
+def _tokenizer(
+    docs: list[str], tokenizer: str | Path | None, vocab_size: int, tmp: Path
+) -> tuple[BPETokenizer, Path]:
+    """The given tokenizer, or one trained on an eighth of the documents."""
+    if tokenizer is not None:
+        return BPETokenizer.load(Path(tokenizer)), Path(tokenizer)
+    tok = BPETokenizer.train(docs[: max(1, len(docs) // 8)], vocab_size=vocab_size)
+    tok.save(tmp / "tokenizer.json")
+    return tok, tmp / "tokenizer.json"
+
+
+def _tokenize_stage(
+    tok: BPETokenizer, tok_path: Path, workers: int, repeats: int, tmp: Path
+) -> dict[str, Any]:
+    """The tokenize stage's MB/s against the library's own encode_batch on the same texts."""
     texts = [t for b in iter_doc_batches(tmp / "dedup") for t in b["text"]]
     # Tokenization is timed on at least TOKENIZE_MB of text (the cleaned corpus, repeated):
     # on a few MB the pool's start-up, not the tokenizing, would be what gets measured.
@@ -103,15 +130,6 @@ def _bench(
 
     pipe_mbs, base_mbs = _mb(tok_bytes, pipe_s), _mb(tok_bytes, base_s)
     return {
-        "bench": "data",
-        "corpus_mb": round(raw_bytes / 1e6, 3),
-        "documents_in": len(docs),
-        "documents_after_clean": cleaned["documents_out"],
-        "documents_after_dedup": deduped["documents_out"],
-        "ingest_mb_s": _mb(raw_bytes, t1 - t0),
-        "clean_mb_s": _mb(raw_bytes, t2 - t1),
-        "dedup_mb_s": _mb(cleaned["bytes_out"], t3 - t2),
-        "ingest_clean_dedup_mb_s": _mb(raw_bytes, t3 - t0),
         "tokenize_mb": round(tok_bytes / 1e6, 3),
         "tokens": manifest.get("tokens", 0),
         "tokenize_workers": workers,
@@ -119,8 +137,6 @@ def _bench(
         "encode_batch_mb_s": base_mbs,
         "tokenize_ratio": round(pipe_mbs / max(base_mbs, 1e-9), 3),
         "goal_ratio": 0.8,
-        "vocab_size": tok.vocab_size,
-        "cpus": os.cpu_count(),
     }
 
 

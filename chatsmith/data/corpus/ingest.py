@@ -52,6 +52,47 @@ def _fetch(
     return local
 
 
+def _plan(
+    srcs: list[str], fetched: dict[str, Path | None], out_dir: Path, skip_bad: bool, counts: IngestCounts
+) -> list[tuple[str, list[Path]]]:
+    """Each source's files, listed before the writer clears out_dir, and none of them inside it."""
+    out_abs = out_dir.resolve()
+    plan: list[tuple[str, list[Path]]] = []
+    for src in srcs:
+        if is_url(src):
+            path = fetched[src]
+            plan.append((src, [path] if path is not None else []))
+        else:
+            files = expand_local(src, skip_bad, counts)
+            plan.append((src, [f for f in files if not f.resolve().is_relative_to(out_abs)]))
+    return plan
+
+
+def _read_into(
+    writer: DocShardWriter, src: str, path: Path, text_field: str, skip_bad: bool, counts: IngestCounts
+) -> None:
+    """One file's documents into the shards; a bad file raises, or with skip_bad is counted."""
+    label = source_label(src)
+    before = writer.documents
+    root = Path(src).expanduser()
+    name = str(path.relative_to(root)) if not is_url(src) and root.is_dir() and path != root else None
+    try:
+        for text, doc_id in read_documents(path, text_field, skip_bad, counts, name):
+            if not text.strip():
+                counts.empty_documents += 1
+                continue
+            writer.add(text, label, doc_id)
+    except BadInput as e:
+        if not skip_bad:
+            raise
+        added = writer.documents - before
+        kept = f" (after {added} documents, which were kept)" if added else ""
+        counts.skip_file(path, str(e) + kept)
+        return
+    counts.files += 1
+    counts.by_source[label] = counts.by_source.get(label, 0) + writer.documents - before
+
+
 def ingest(
     srcs: list[str],
     out_dir: Path,
@@ -69,37 +110,11 @@ def ingest(
     counts = IngestCounts()
     download_dir = download_dir or out_dir.parent / "downloads"
     fetched = _fetch(srcs, download_dir, sha256, skip_bad, counts, download_cfg)
-    out_abs = out_dir.resolve()
-    plan: list[tuple[str, list[Path]]] = []
-    for src in srcs:  # every file is listed before the writer clears out_dir, and none is read from it
-        if is_url(src):
-            path = fetched[src]
-            plan.append((src, [path] if path is not None else []))
-        else:
-            files = expand_local(src, skip_bad, counts)
-            plan.append((src, [f for f in files if not f.resolve().is_relative_to(out_abs)]))
+    plan = _plan(srcs, fetched, out_dir, skip_bad, counts)
     writer = DocShardWriter(out_dir)
     for src, paths in plan:
-        label = source_label(src)
         for path in paths:
-            before = writer.documents
-            root = Path(src).expanduser()
-            name = str(path.relative_to(root)) if not is_url(src) and root.is_dir() and path != root else None
-            try:
-                for text, doc_id in read_documents(path, text_field, skip_bad, counts, name):
-                    if not text.strip():
-                        counts.empty_documents += 1
-                        continue
-                    writer.add(text, label, doc_id)
-            except BadInput as e:
-                if not skip_bad:
-                    raise
-                added = writer.documents - before
-                kept = f" (after {added} documents, which were kept)" if added else ""
-                counts.skip_file(path, str(e) + kept)
-                continue
-            counts.files += 1
-            counts.by_source[label] = counts.by_source.get(label, 0) + writer.documents - before
+            _read_into(writer, src, path, text_field, skip_bad, counts)
     writer.close()
     counts.documents, counts.bytes = writer.documents, writer.bytes
     report = counts.to_dict()
