@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 HELD_OUT_PERCENT = 15  # share of each task's key space reserved for evaluation
 
@@ -118,3 +118,11 @@ def contains_answer(ex: Example, reply: str) -> bool:
     """Correct when the answer appears in the reply, ignoring case."""
     return ex.answer.lower() in reply.lower()
 
+
+class Task(Protocol):
+    """What eval and RL need of a task module (tasks/word_problems.py is one): the check of
+    a reply, and the reward RL trains on, which is the same judgement as a number."""
+
+    def check(self, ex: Example, reply: str) -> bool: ...
+
+    def reward(self, ex: Example, reply: str) -> float: ...

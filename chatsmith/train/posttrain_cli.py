@@ -233,7 +233,7 @@ def _pairs(v: _Verb) -> dict[str, Any]:
 
 
 def _rl(v: _Verb) -> dict[str, Any]:
-    from chatsmith.tasks.word_problems import check as check_word_problem
+    from chatsmith.tasks import word_problems as word_problem_task
     from chatsmith.tasks.word_problems import word_problems
     from chatsmith.train.rl import run_rl
 
@@ -247,7 +247,7 @@ def _rl(v: _Verb) -> dict[str, Any]:
         v.out,
         train_wp,
         val_wp,
-        check_word_problem,
+        word_problem_task,
         v.device,
         v.dtype,
         v.metrics,

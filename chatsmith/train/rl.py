@@ -26,7 +26,7 @@ from chatsmith.common.log import MetricsLog, info, read_metrics
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.eval.report_plots import plot_rl
 from chatsmith.model.gpt import GPT
-from chatsmith.tasks.common import Example
+from chatsmith.tasks.common import Example, Task
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_prompt
 from chatsmith.train.logprobs import token_logps
@@ -196,7 +196,7 @@ def run_rl(
     out_dir: Path,
     train_problems: list[Example],
     val_problems: list[Example],
-    check: Callable[[Example, str], bool],
+    task: Task,
     device: torch.device,
     dtype: torch.dtype,
     metrics: MetricsLog,
@@ -204,8 +204,9 @@ def run_rl(
     baseline_dirs: dict[str, Path] | None = None,
     resume: str | None = None,
 ) -> dict[str, Any]:
-    """GRPO from the chat model in init_dir; returns held-out accuracy before/after and the curves' file."""
-    tc = cfg.rl
+    """GRPO from the chat model in init_dir, rewarded by task's reward; returns held-out accuracy
+    (task's check) before/after and the curves' file."""
+    tc, check = cfg.rl, task.check
     if tc.group_size < 2:
         raise ChatsmithError(
             f"rl.group_size is {tc.group_size}; GRPO compares answers, so it needs at least 2"
@@ -221,7 +222,7 @@ def run_rl(
         summary["accuracy_before"] = accuracy(sampler, tok, val_problems, check, eval_tokens)
         info(f"[rl] held-out word problems before RL: {100 * summary['accuracy_before']:.1f}%")
         metrics.write(step=0, val_accuracy=summary["accuracy_before"])
-        reward = make_reward(tc, tok, check, rm_dir, device)
+        reward = make_reward(tc, tok, task.reward, rm_dir, device)
 
         def evaluate() -> dict[str, float]:
             return {"val_accuracy": accuracy(sampler, tok, val_problems, check, eval_tokens)}
@@ -277,11 +278,12 @@ def rl_summary(
 def make_reward(
     cfg: RLConfig,
     tok: BPETokenizer,
-    check: Callable[[Example, str], bool],
+    task_reward: Callable[[Example, str], float],
     rm_dir: Path | None,
     device: torch.device,
 ) -> Reward:
-    """1 for a correct final answer, 0 otherwise; plus rm_weight x the reward model's score."""
+    """The task's reward (1 for a correct final answer, 0 otherwise), plus rm_weight x the reward
+    model's score."""
     rm = None
     if cfg.rm_weight > 0:
         from chatsmith.train.rm import load_reward_model
@@ -294,7 +296,7 @@ def make_reward(
         rm, _ = load_reward_model(path, device)
 
     def reward(ex: Example, group: list[Sample]) -> list[float]:
-        r = [float(check(ex, s.final_text)) for s in group]
+        r = [task_reward(ex, s.final_text) for s in group]
         if rm is not None:
             answers = [[{"role": "assistant", "content": s.final_text}] for s in group]
             scores = rm.score_conversations(tok, [ex.prompt] * len(group), answers)

@@ -25,9 +25,9 @@ from chatsmith.common.log import MetricsLog, info
 from chatsmith.common.paths import run_dir
 from chatsmith.eval.report import write_report
 from chatsmith.eval.runner import evaluate_stages
+from chatsmith.tasks import word_problems as word_problem_task
 from chatsmith.tasks.demo import DemoData
 from chatsmith.tasks.preference_pairs import preference_pairs
-from chatsmith.tasks.word_problems import check as check_word_problem
 from chatsmith.tasks.word_problems import word_problems
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.train.dpo import run_dpo
@@ -176,7 +176,7 @@ def _rl_stage(run: _Pipeline, cfg: Config) -> None:
         out / "rl",
         word_problems(5000, seed + 5, "train"),
         word_problems(cfg.rl.eval_problems, seed + 6, "heldout"),
-        check_word_problem,
+        word_problem_task,
         run.device,
         run.dtype,
         rm_dir=out / "rm",
