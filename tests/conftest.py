@@ -8,6 +8,8 @@ import random
 import pytest
 import torch
 
+from chatsmith import kernels
+from chatsmith.engine.runner import eager_prefill
 from chatsmith.model.build import build_model
 from chatsmith.model.gpt import GPT, GPTConfig
 from chatsmith.model.kv_cache import SlotKVCache
@@ -98,8 +100,13 @@ def caches_with_prompts(model: GPT, lengths: list[int]) -> tuple[SlotKVCache, Sl
     a, b = (SlotKVCache(6, c.n_layer, c.n_kv_head, c.head_dim, c.seq_len) for _ in range(2))
     g = torch.Generator().manual_seed(0)
     for slot, n in enumerate(lengths):
-        ids = torch.randint(0, c.vocab_size, (1, n), generator=g)
+        ids = torch.randint(0, c.vocab_size, (n,), generator=g).tolist()
         for cache in (a, b):
-            cache.bind_prefill(slot, n)
-            model.hidden_states(ids, cache=cache)
+            eager_prefill(model, cache, [(slot, ids)])
     return a, b
+
+
+# Tests of a kernel itself skip with the kernels switched off (everything else must pass).
+needs_kernels = pytest.mark.skipif(
+    not kernels.enabled(), reason=f"{kernels.ENV}=0: chatsmith's kernels are switched off"
+)

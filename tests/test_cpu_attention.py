@@ -6,11 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_kernels
 
+from chatsmith import kernels
 from chatsmith.common.device import autocast
-from chatsmith.model import cpu_attention
+from chatsmith.kernels.cpu import train_attention as cpu_attention
 from chatsmith.model.build import build_model
 from chatsmith.model.gpt import GPTConfig
+
+pytestmark = needs_kernels
 
 
 def qkv(B: int = 2, H: int = 4, T: int = 48, D: int = 16) -> list[torch.Tensor]:
@@ -56,8 +60,8 @@ def test_only_cpu_training_of_plain_multi_head_attention_takes_it() -> None:
 
 
 def test_a_bf16_training_step_takes_it_and_matches_sdpa(monkeypatch) -> None:
-    """Under bf16 autocast the model trains through it; the loss and gradients are those of
-    the same model through SDPA, to bf16 precision."""
+    """Under bf16 autocast the model prepared for CPU training trains through it; the loss
+    and gradients are those of the same model through SDPA, to bf16 precision."""
     cfg = GPTConfig(
         vocab_size=128, n_layer=2, n_embd=64, n_head=4, n_kv_head=4, head_dim=16,
         intermediate_size=128, seq_len=32,
@@ -69,6 +73,7 @@ def test_a_bf16_training_step_takes_it_and_matches_sdpa(monkeypatch) -> None:
 
     def loss_and_grads(use_rows: bool) -> tuple[float, torch.Tensor]:
         model = build_model(cfg, seed=3)
+        assert kernels.prepare(model, "train")
         with torch.no_grad():  # o_proj starts at zero, which would leave q_proj without a gradient
             for block in model.layers:
                 block.self_attn.o_proj.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(4))

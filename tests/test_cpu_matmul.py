@@ -1,15 +1,20 @@
-"""chatsmith's CPU matmuls (model/cpu_matmul.py) against float64, and the model packed for them."""
+"""chatsmith's CPU matmuls (kernels/cpu/matmul.py) against float64, and the model packed for them."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import peaky_engine_model
+from conftest import needs_kernels, peaky_engine_model
 
 from chatsmith.engine.decode import CompiledDecode
-from chatsmith.model import cpu_matmul, decode_attention
-from chatsmith.model.gpt import Linear
+from chatsmith.engine.runner import eager_decode, eager_prefill
+from chatsmith.kernels.cpu import build
+from chatsmith.kernels.cpu import matmul as cpu_matmul
+from chatsmith.kernels.cpu.modules import PackedLinear
+from chatsmith.kernels.cpu.prepare import fuse_projections, pack_matmuls
 from chatsmith.model.kv_cache import SlotKVCache
+
+pytestmark = needs_kernels
 
 BF16 = torch.cpu._is_avx512_bf16_supported()
 needs_bf16 = pytest.mark.skipif(not BF16, reason="no AVX512-BF16: bf16 matmuls stay with oneDNN")
@@ -18,7 +23,7 @@ needs_bf16 = pytest.mark.skipif(not BF16, reason="no AVX512-BF16: bf16 matmuls s
 @pytest.fixture(scope="module", autouse=True)
 def built() -> None:
     # A machine with the compiler inductor needs builds the kernels; failing is an error.
-    assert decode_attention.load(), "the CPU kernels did not build (see the warning above)"
+    assert build.load(), "the CPU kernels did not build (see the warning above)"
     if BF16:
         assert cpu_matmul.available(), "the build lacks the bf16 matmul on a CPU with AVX512-BF16"
     if cpu_matmul.f32_layout()[0] == 0:
@@ -120,14 +125,14 @@ def test_float32_linear_takes_the_kernel_for_one_row_only() -> None:
 
 def test_a_float32_weight_that_was_not_packed_is_refused_clearly() -> None:
     x, w = torch.randn(2, 32), torch.randn(64, 32)
-    with pytest.raises(RuntimeError, match=r"packed by cpu_matmul\.pack"):
+    with pytest.raises(RuntimeError, match=r"packed by kernels/cpu/matmul\.pack"):
         torch.ops.chatsmith_cpu.f32_matmul(x, w, w)
 
 
 @needs_bf16
 def test_a_weight_that_was_not_packed_is_refused_clearly() -> None:
     x, w = torch.randn(2, 32).bfloat16(), torch.randn(64, 32).bfloat16()
-    with pytest.raises(RuntimeError, match=r"packed by cpu_matmul\.pack"):
+    with pytest.raises(RuntimeError, match=r"packed by kernels/cpu/matmul\.pack"):
         torch.ops.chatsmith_cpu.bf16_matmul(x, w, 64)
     with pytest.raises(RuntimeError, match="columns"):
         torch.ops.chatsmith_cpu.bf16_matmul(torch.randn(2, 30).bfloat16(), cpu_matmul.pack(w), 64)
@@ -140,9 +145,9 @@ def test_a_packed_model_gives_the_logits_of_the_unpacked_one(tiny_tok) -> None:
     keys = set(model.state_dict())
     ids = torch.randint(10, tiny_tok.vocab_size, (2, 12), generator=torch.Generator().manual_seed(2))
     want = model(ids)
-    model.fuse_projections()
-    model.pack_matmuls()
-    packed = [m for m in model.modules() if isinstance(m, Linear) and m.packed is not None]
+    fuse_projections(model)
+    pack_matmuls(model)
+    packed = [m for m in model.modules() if isinstance(m, PackedLinear) and m.packed is not None]
     assert model.lm_head in packed and model.layers[0].self_attn.o_proj in packed
     assert model.layers[0].self_attn.qkv_packed is not None and model.layers[0].mlp.gate_up_packed is not None
     assert set(model.state_dict()) == keys  # the packed copies are not saved
@@ -163,16 +168,14 @@ def test_the_frozen_bf16_decode_step_packs_the_weights_and_keeps_the_logits(tiny
     ]
     g = torch.Generator().manual_seed(4)
     for slot, n in enumerate((5, 11, 19)):  # the same prompts in both caches
-        ids = torch.randint(10, c.vocab_size, (1, n), generator=g)
+        ids = torch.randint(10, c.vocab_size, (n,), generator=g).tolist()
         for cache in caches:
-            cache.bind_prefill(slot, n)
-            plain.hidden_states(ids, cache=cache)
+            eager_prefill(plain, cache, [(slot, ids)])
     dec = CompiledDecode(packed, caches[1], freeze=True)
     assert packed.lm_head.packed is not None and packed.layers[0].mlp.gate_up_packed is not None
     ids = torch.tensor([3, 9, 27])
     for _ in range(3):  # the stored keys of one step feed the next
-        caches[0].bind_decode(3)
-        want = plain.lm_head(plain.hidden_states(ids[:, None], cache=caches[0])[:, 0]).float()
+        want = eager_decode(plain, caches[0], ids.tolist())
         got = dec(ids)
         # Measured 1.1 % of the largest logit: the graph's fused bf16 roundings, not the kernel.
         assert (got - want).abs().max() < 0.05 * want.abs().max()

@@ -1,20 +1,24 @@
-"""The C++ decode attention (model/decode_attention.py) against float64 attention."""
+"""The C++ decode and prefill attention (kernels/cpu/ops.py) against float64 attention."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import caches_with_prompts, peaky_engine_model
+from conftest import caches_with_prompts, needs_kernels, peaky_engine_model
 
+from chatsmith import kernels
 from chatsmith.engine.decode import CompiledDecode
-from chatsmith.model import decode_attention
+from chatsmith.kernels.cpu import build, ops
+from chatsmith.model.kv_cache import SlotKVCache
+
+pytestmark = needs_kernels
 
 
 @pytest.fixture(scope="module", autouse=True)
 def built() -> None:
     # Inductor needs the same C++ compiler for the compiled decode step, so a machine that
     # runs these tests can build the kernel: failing to is an error here, not a skip.
-    assert decode_attention.load(), "the decode attention kernel did not build (see the warning above)"
+    assert build.load(), "the CPU kernels did not build (see the warning above)"
 
 
 def reference(q, k_new, v_new, K, V, pos, scale):
@@ -56,7 +60,7 @@ def test_kernel_matches_float64_attention(dtype, H: int, G: int, D: int, lengths
     for b, L in enumerate(pos.tolist()):
         K[b, L:] = 1e4
         V[b, L:] = 1e4
-    got = decode_attention.attend(q, k_new, v_new, K, V, pos, D**-0.5)
+    got = ops.decode_attention(q, k_new, v_new, K, V, pos, D**-0.5)
     want = reference(q, k_new, v_new, K, V, pos, D**-0.5)
     assert got.dtype == dtype and got.shape == (n, H, D)
     tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16: the output's own rounding
@@ -69,7 +73,7 @@ def test_kernel_reads_strided_layer_views_of_the_cache() -> None:
     store = torch.randn(3, 5, 40, 2, 32, generator=g)
     q, k_new, v_new = torch.randn(4, 2, 32, generator=g), torch.randn(4, 2, 32), torch.randn(4, 2, 32)
     pos = torch.tensor([3, 20, 39, 7])
-    got = decode_attention.attend(q, k_new, v_new, store[1], store[2], pos, 0.2)
+    got = ops.decode_attention(q, k_new, v_new, store[1], store[2], pos, 0.2)
     want = reference(q, k_new, v_new, store[1].clone(), store[2].clone(), pos, 0.2)
     assert torch.allclose(got.double(), want, atol=1e-5)
 
@@ -89,7 +93,7 @@ def test_kernel_reads_new_keys_and_values_inside_the_fused_projection(dtype) -> 
     want = reference(q, k_new, v_new, K, V, pos, D**-0.5)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     for kn, vn in ((k_new, v_new), (k_new.flip(1), v_new.flip(1))):
-        got = decode_attention.attend(q, kn, vn, K, V, pos, D**-0.5)
+        got = ops.decode_attention(q, kn, vn, K, V, pos, D**-0.5)
         assert torch.allclose(got.double(), reference(q, kn, vn, K, V, pos, D**-0.5), atol=tol, rtol=tol)
     assert not torch.allclose(reference(q, k_new.flip(1), v_new.flip(1), K, V, pos, D**-0.5), want, atol=tol)
 
@@ -98,19 +102,21 @@ def test_kernel_refuses_a_position_outside_the_cache() -> None:
     K = torch.zeros(2, 8, 1, 16)  # (slots, max_len, G, D)
     q, kv = torch.zeros(2, 1, 16), torch.zeros(2, 1, 16)
     with pytest.raises(RuntimeError, match="outside a cache of 8"):
-        decode_attention.attend(q, kv, kv, K, K, torch.tensor([3, 8]), 1.0)
+        ops.decode_attention(q, kv, kv, K, K, torch.tensor([3, 8]), 1.0)
     with pytest.raises(RuntimeError, match="share one dtype"):
-        decode_attention.attend(q.bfloat16(), kv, kv, K, K, torch.tensor([3, 4]), 1.0)
+        ops.decode_attention(q.bfloat16(), kv, kv, K, K, torch.tensor([3, 4]), 1.0)
 
 
 @torch.inference_mode()
-def test_compiled_step_with_the_kernel_matches_pytorch_attention(tiny_tok) -> None:
+def test_compiled_step_with_the_kernel_matches_pytorch_attention(tiny_tok, monkeypatch) -> None:
     """The same logits, step after step, as the compiled step with PyTorch's attention."""
-    model = peaky_engine_model(tiny_tok.vocab_size, seed=11)
+    model, plain = (peaky_engine_model(tiny_tok.vocab_size, seed=11) for _ in range(2))
     caches = caches_with_prompts(model, [3, 18, 41, 1])
-    with_kernel, without = (CompiledDecode(model, cache, freeze=False) for cache in caches)
-    without.kernel = False
-    assert with_kernel.kernel
+    with_kernel = CompiledDecode(model, caches[0], freeze=False)
+    with monkeypatch.context() as m:  # its twin, with the attention left plain
+        m.setenv(kernels.ENV, "0")
+        without = CompiledDecode(plain, caches[1], freeze=False)
+    assert with_kernel.kernel and not without.kernel
     ids = torch.tensor([5, 6, 7, 8])
     for _ in range(4):
         a, b = with_kernel(ids), without(ids)
@@ -121,8 +127,8 @@ def test_compiled_step_with_the_kernel_matches_pytorch_attention(tiny_tok) -> No
 
 @torch.inference_mode()
 def test_without_the_kernel_the_step_uses_pytorch_attention(tiny_tok, monkeypatch) -> None:
-    """A machine that cannot build it (load() False) still decodes, with DecodeView's ops."""
-    monkeypatch.setitem(decode_attention._state, "ok", False)
+    """A machine that cannot build it (load() False) still decodes, with the plain attention."""
+    monkeypatch.setitem(build._state, "ok", False)
     model = peaky_engine_model(tiny_tok.vocab_size, seed=11)
     cache, _ = caches_with_prompts(model, [3])
     dec = CompiledDecode(model, cache, freeze=False)
@@ -130,23 +136,20 @@ def test_without_the_kernel_the_step_uses_pytorch_attention(tiny_tok, monkeypatc
     assert dec(torch.tensor([7])).shape == (1, model.cfg.vocab_size)
 
 
-def test_storing_a_step_in_cpp_equals_indexing(monkeypatch) -> None:
+def test_storing_a_step_in_cpp_equals_indexing() -> None:
     """SlotKVCache.append: the C++ copy (store_decoded) and the indexed store agree."""
-    from chatsmith.model.kv_cache import SlotKVCache
-
     g = torch.Generator().manual_seed(5)
     caches = [SlotKVCache(5, 3, 2, 32, 20, dtype=torch.bfloat16) for _ in range(2)]
     k, v = (torch.randn(3, 4, 2, 32, generator=g) for _ in range(2))  # (layers, n, G, D), float32
     for cache, cpp in zip(caches, (True, False)):
         cache.lengths = [3, 0, 19, 1, 0]
-        monkeypatch.setattr(decode_attention, "ready", lambda cpp=cpp: cpp)
-        cache.append(k, v, torch.tensor(cache.lengths[:4]))
+        cache.append(k, v, torch.tensor(cache.lengths[:4]), ops.store_decoded if cpp else None)
     assert torch.equal(caches[0].k, caches[1].k) and torch.equal(caches[0].v, caches[1].v)
     assert caches[0].lengths == caches[1].lengths == [4, 1, 20, 2, 0]
     assert torch.equal(caches[0].k[1, 2, 19], k[1, 2].bfloat16())  # layer 1, slot 2, position 19
     with pytest.raises(RuntimeError, match="outside a cache of 20"):
         kb, vb, past_end = k.bfloat16(), v.bfloat16(), torch.tensor([0, 0, 20, 0])
-        decode_attention.store_decoded(caches[0].k, caches[0].v, kb, vb, past_end)
+        ops.store_decoded(caches[0].k, caches[0].v, kb, vb, past_end)
 
 
 def prefill_reference(q, k, v, K, V, slots, past, lens, scale):

@@ -11,6 +11,7 @@ from conftest import peaky_engine_model
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.engine.engine import Engine, EngineFull, PromptTooLong
 from chatsmith.engine.generate import generate_uncached
+from chatsmith.engine.runner import eager_prefill
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.model.kv_cache import SlotKVCache
 
@@ -47,20 +48,16 @@ def test_packed_prefill_gives_each_slot_its_own_keys_and_logits(model) -> None:
     # Several prompts in one packed row (slot 1 already holding a prefix) against one at a time.
     c = model.cfg
     packed, single = (SlotKVCache(4, c.n_layer, c.n_kv_head, c.head_dim, c.seq_len) for _ in range(2))
-    head = torch.randint(10, c.vocab_size, (1, 7))
+    head = torch.randint(10, c.vocab_size, (7,)).tolist()
     for cache in (packed, single):
-        cache.bind_prefill(1, 7)
-        model.hidden_states(head, cache=cache)
+        eager_prefill(model, cache, [(1, head)])
     parts = [(0, torch.randint(10, c.vocab_size, (5,))), (1, torch.randint(10, c.vocab_size, (9,)))]
     parts.append((2, torch.randint(10, c.vocab_size, (3,))))
     parts.append((3, torch.randint(10, c.vocab_size, (5,))))  # two new prompts of one length
-    packed.bind_prefills([(slot, len(ids)) for slot, ids in parts])
-    h = model.hidden_states(torch.cat([ids for _, ids in parts])[None], cache=packed)[0]
-    ends = torch.tensor([5, 9, 3, 5]).cumsum(0) - 1
-    for (slot, ids), end in zip(parts, ends):
-        single.bind_prefill(slot, len(ids))
-        alone = model.hidden_states(ids[None], cache=single)[0, -1]
-        assert torch.allclose(h[end], alone, atol=1e-5)
+    last = eager_prefill(model, packed, [(slot, ids.tolist()) for slot, ids in parts])
+    for (slot, ids), got in zip(parts, last):
+        alone = eager_prefill(model, single, [(slot, ids.tolist())])[0]
+        assert torch.allclose(got, alone, atol=1e-5)
     assert packed.lengths == single.lengths == [5, 16, 3, 5]
     assert torch.allclose(packed.k, single.k, atol=1e-5) and torch.allclose(packed.v, single.v, atol=1e-5)
 

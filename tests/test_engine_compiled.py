@@ -8,8 +8,10 @@ from conftest import caches_with_prompts, peaky_engine_model
 
 from chatsmith.engine.decode import CompiledDecode
 from chatsmith.engine.engine import Engine
+from chatsmith.engine.runner import eager_decode
 from chatsmith.engine.sampling import SamplingParams
-from chatsmith.model.kv_cache import DecodeView, SlotKVCache
+from chatsmith.model.attention import AttnMeta
+from chatsmith.model.kv_cache import SlotKVCache
 
 
 @pytest.fixture(scope="module")
@@ -18,21 +20,23 @@ def model(tiny_tok):
 
 
 def eager_step(model, cache: SlotKVCache, ids: torch.Tensor) -> torch.Tensor:
-    cache.bind_decode(ids.size(0))
-    return model.lm_head(model.hidden_states(ids[:, None], cache=cache)[:, 0]).float()
+    return eager_decode(model, cache, ids.tolist())
 
 
 @torch.inference_mode()
-def test_decode_view_attends_like_the_cache_and_stores_the_same_keys(model) -> None:
+def test_a_read_only_step_attends_like_the_eager_one_and_stores_the_same_keys(model) -> None:
+    """The cached attention as a compiled graph runs it: reading the cache, handing the new
+    keys back for the caller to store."""
     lengths = [5, 17, 2, 30]
     ref, mine = caches_with_prompts(model, lengths)
     ids = torch.tensor([3, 9, 27, 81])
     for _ in range(3):  # three steps: the stored keys of one step feed the next
         want = eager_step(model, ref, ids)
-        pos = torch.tensor(mine.lengths[:4])
-        view = DecodeView(mine.k, mine.v, pos, max(mine.lengths[:4]))
-        got = model.lm_head(model.hidden_states(ids[:, None], cache=view)[:, 0]).float()
-        mine.append(torch.stack(view.new_k), torch.stack(view.new_v), pos)
+        before = mine.k.clone()
+        meta = AttnMeta.rows(mine.k, mine.v, mine.lengths[:4])  # stage False: only reads
+        got = model.lm_head(model.hidden_states(ids[:, None], meta)[:, 0]).float()
+        assert torch.equal(mine.k, before)
+        mine.append(torch.stack(meta.new_k), torch.stack(meta.new_v), meta.past)
         assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
         ids = want.argmax(-1)
     assert mine.lengths == ref.lengths

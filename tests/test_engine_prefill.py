@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import peaky_engine_model
+from conftest import needs_kernels, peaky_engine_model
 
+from chatsmith import kernels
 from chatsmith.engine.engine import Engine
 from chatsmith.engine.prefill import CompiledPrefill
+from chatsmith.engine.runner import eager_prefill
 from chatsmith.engine.sampling import SamplingParams
-from chatsmith.model import decode_attention
+from chatsmith.kernels.cpu import build
 from chatsmith.model.kv_cache import SlotKVCache
+
+pytestmark = needs_kernels  # the compiled prefill exists for the C++ attention
 
 
 @pytest.fixture(scope="module")
 def model(tiny_tok):
-    assert decode_attention.load(), "the attention kernels did not build (see the warning above)"
+    assert build.load(), "the attention kernels did not build (see the warning above)"
     return peaky_engine_model(tiny_tok.vocab_size, seed=7)
 
 
-def eager_prefill(model, cache: SlotKVCache, prompts: list[tuple[int, list[int]]]) -> torch.Tensor:
-    cache.bind_prefills([(s, len(p)) for s, p in prompts])
-    x = torch.tensor([[t for _, p in prompts for t in p]])
-    h = model.hidden_states(x, cache=cache)[0]
-    ends = torch.tensor([len(p) for _, p in prompts]).cumsum(0) - 1
-    return model.lm_head(h[ends]).float()
+@pytest.fixture(scope="module")
+def served(tiny_tok):
+    """The same model prepared for the compiled graphs: its attention the C++ one."""
+    m = peaky_engine_model(tiny_tok.vocab_size, seed=7)
+    assert kernels.prepare(m, "serve", freeze=False, kv_dtype=torch.float32)
+    return m
 
 
 def two_caches(model) -> tuple[SlotKVCache, SlotKVCache]:
@@ -33,11 +37,11 @@ def two_caches(model) -> tuple[SlotKVCache, SlotKVCache]:
 
 
 @torch.inference_mode()
-def test_compiled_prefill_matches_the_eager_one_also_after_a_held_prefix(model) -> None:
+def test_compiled_prefill_matches_the_eager_one_also_after_a_held_prefix(model, served) -> None:
     g = torch.Generator().manual_seed(0)
     rand = lambda n: torch.randint(0, model.cfg.vocab_size, (n,), generator=g).tolist()  # noqa: E731
     ref, mine = two_caches(model)
-    comp = CompiledPrefill(model, mine)
+    comp = CompiledPrefill(served, mine)
     # Slot 2 already holds 9 tokens (a reused prefix): its new prompt attends to them.
     first = [(2, rand(9))]
     eager_prefill(model, ref, first)
@@ -52,11 +56,11 @@ def test_compiled_prefill_matches_the_eager_one_also_after_a_held_prefix(model) 
 
 
 @torch.inference_mode()
-def test_compiled_prefill_refuses_a_prompt_past_its_slot_before_running(model) -> None:
-    _, cache = two_caches(model)
-    comp = CompiledPrefill(model, cache)
+def test_compiled_prefill_refuses_a_prompt_past_its_slot_before_running(served) -> None:
+    _, cache = two_caches(served)
+    comp = CompiledPrefill(served, cache)
     with pytest.raises(ValueError, match="KV cache overflow"):
-        comp([(0, [1, 2]), (1, [3] * (model.cfg.seq_len + 1))])
+        comp([(0, [1, 2]), (1, [3] * (served.cfg.seq_len + 1))])
     assert cache.lengths[0] == 0  # nothing stored
 
 
@@ -67,10 +71,11 @@ def test_a_compiled_engine_prefills_a_burst_through_the_graph(model, tiny_tok) -
     with Engine(model, tiny_tok, max_batch=4) as eng:
         want = [r.result()[0].token_ids for r in [eng.submit(p, params, run_tools=False) for p in ps]]
     with Engine(model, tiny_tok, max_batch=4, compile=True) as eng:
-        assert eng.sched.prefiller is not None
+        prefiller = eng.sched.runner.prefiller
+        assert prefiller is not None
         calls = []
-        run = eng.sched.prefiller._run
-        eng.sched.prefiller._run = lambda *a: calls.append(a[-1].numel()) or run(*a)
+        run = prefiller._run
+        prefiller._run = lambda *a: calls.append(a[-1].numel()) or run(*a)
         got = [r.result()[0].token_ids for r in [eng.submit(p, params, run_tools=False) for p in ps]]
     assert got == want
     assert calls and max(calls) > 1  # prompts went through the graph packed together

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from chatsmith.engine.generate import generate_uncached
+from chatsmith.engine.runner import eager_decode, eager_prefill
+from chatsmith.kernels.cpu.prepare import fuse_projections
 from chatsmith.model.build import build_model
 from chatsmith.model.gpt import GPTConfig
-from chatsmith.model.kv_cache import KVCache
+from chatsmith.model.kv_cache import SlotKVCache
 
 
 def tiny_cfg(**kw) -> GPTConfig:
@@ -51,7 +53,8 @@ def test_tied_embedding_is_one_tensor() -> None:
 
 
 def test_cached_forward_equals_full_forward() -> None:
-    """Prefill in two chunks, then one token at a time: logits match the full pass."""
+    """Prefill in two chunks, then one token at a time: logits match the full pass (two
+    sequences, each in its own cache slot)."""
     torch.manual_seed(0)
     model = build_model(tiny_cfg(), seed=1)
     # Random weights everywhere (the zero-initialised projections would hide bugs).
@@ -61,9 +64,14 @@ def test_cached_forward_equals_full_forward() -> None:
     x = torch.randint(0, 512, (2, 20))
     full = model(x)
     cfg = model.cfg
-    cache = KVCache(2, cfg.n_layer, cfg.n_kv_head, cfg.head_dim, 32)
-    parts = [model(x[:, :7], cache=cache), model(x[:, 7:12], cache=cache)]
-    parts += [model(x[:, t : t + 1], cache=cache) for t in range(12, 20)]
+    cache = SlotKVCache(2, cfg.n_layer, cfg.n_kv_head, cfg.head_dim, 32)
+
+    def chunk(a: int, b: int) -> torch.Tensor:  # (2, b - a, V): each slot's logits of every position
+        rows = [eager_prefill(model, cache, [(s, x[s, a:b].tolist())], last_only=False) for s in (0, 1)]
+        return torch.stack(rows)
+
+    parts = [chunk(0, 7), chunk(7, 12)]
+    parts += [eager_decode(model, cache, x[:, t].tolist())[:, None] for t in range(12, 20)]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-4, rtol=1e-4)
 
 
@@ -95,9 +103,9 @@ def test_greedy_generation_with_cache_equals_full_passes() -> None:
 def test_kv_cache_overflow_is_an_error() -> None:
     model = build_model(tiny_cfg(), seed=0)
     cfg = model.cfg
-    cache = KVCache(1, cfg.n_layer, cfg.n_kv_head, cfg.head_dim, 4)
+    cache = SlotKVCache(1, cfg.n_layer, cfg.n_kv_head, cfg.head_dim, 4)
     with pytest.raises(ValueError, match="overflow"):
-        model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
+        eager_prefill(model, cache, [(0, [0] * 5)])
 
 
 def test_a_single_batch_overfits() -> None:
@@ -145,6 +153,6 @@ def test_fused_projections_give_the_same_logits_and_are_not_saved() -> None:
     x = torch.randint(0, 64, (2, 10))
     want = model(x)
     keys = set(model.state_dict())
-    model.fuse_projections()
+    fuse_projections(model)
     assert torch.allclose(model(x), want, atol=1e-5)
     assert set(model.state_dict()) == keys  # checkpoints and exports do not change

@@ -5,7 +5,7 @@ A decode step computes one token for each running sequence: a few dozen small op
 per layer, each of which costs more to dispatch from Python than to run at these sizes.
 torch.compile turns the step into one graph (fused elementwise kernels, the weights packed
 for the matmuls when `freeze`), so the time goes to the arithmetic. With bf16 weights on a
-CPU with AVX512-BF16 the matmuls are chatsmith's own (model/cpu_matmul.py): at a few rows
+CPU with AVX512-BF16 the matmuls are chatsmith's own (kernels/cpu/matmul.py): at a few rows
 oneDNN's set-up cost more than its arithmetic, and a token at batch 1 took 0.4 ms instead of
 0.7 on the demo model (`chatsmith bench generate`). A long prompt's chunks stay eager: they
 are large enough that dispatch does not matter; short prompts packed together have a
@@ -16,13 +16,16 @@ one for any number above, with the batch and the context length symbolic. `warm_
 compiles both before the first request waits for them; torch keeps the result in its
 on-disk cache, so later starts take seconds.
 
-On CPUs the attention inside the graph is model/decode_attention.py's C++ kernel, called as
-one op (one pass over each sequence's keys and values); where it cannot be built, or for a
-head size it lacks, the PyTorch attention of kv_cache.DecodeView is compiled instead.
+On CPUs the attention inside the graph is the C++ kernel of kernels/cpu/ops.py, called as
+one op (one pass over each sequence's keys and values); where it cannot be built, for a
+head size it lacks, or with the kernels switched off, the model's plain cached attention
+(model/attention.py) is compiled instead. Either way the graph only reads the cache: it
+hands the step's keys and values back, stored after it (a graph that writes into its input
+storage makes inductor copy the whole storage every step).
 
 `freeze` makes the weights constants of the graph (faster on CPUs), fuses the q/k/v and
-gate/up projections (GPT.fuse_projections) and packs the weights for that matmul
-(GPT.pack_matmuls): the model must not change afterwards, so an engine used for RL
+gate/up projections and packs the weights for chatsmith's matmuls (chatsmith.kernels'
+`prepare`, called here): the model must not change afterwards, so an engine used for RL
 rollouts, whose weights move, leaves it off.
 """
 
@@ -35,9 +38,11 @@ from typing import Any
 import torch
 import torch._inductor.config as inductor_config
 
-from chatsmith.model import decode_attention
+from chatsmith import kernels
+from chatsmith.kernels.cpu import build, ops
+from chatsmith.model.attention import AttnMeta
 from chatsmith.model.gpt import GPT
-from chatsmith.model.kv_cache import DecodeView, SlotKVCache
+from chatsmith.model.kv_cache import SlotKVCache, StoreFn
 
 
 def compile_own(method: Callable[..., Any], obj: object) -> Callable[..., Any]:
@@ -53,33 +58,34 @@ def compile_own(method: Callable[..., Any], obj: object) -> Callable[..., Any]:
     return torch.compile(bound, dynamic=True, fullgraph=True, options={"cpp_wrapper": True})
 
 
+def decode_store(cache: SlotKVCache) -> StoreFn | None:
+    """The C++ copy that stores a decode step (~0.1 ms less a step than indexing), where loaded."""
+    return ops.store_decoded if cache.device.type == "cpu" and build.ready() else None
+
+
 class CompiledDecode:
     def __init__(self, model: GPT, cache: SlotKVCache, freeze: bool = True) -> None:
         self.model, self.cache = model, cache
-        if freeze:  # the weights are constants from here on, so their fused, packed copies stay true
-            model.fuse_projections()
-            model.pack_matmuls()
-        self.freeze = freeze
-        c = model.cfg
+        # The weights are constants from here on when frozen, so fused, packed copies stay true.
         # The C++ decode attention where it applies (CPU, a head size it takes); else PyTorch's.
-        self.kernel = (
-            cache.device.type == "cpu"
-            and decode_attention.supports(c.head_dim, cache.k.dtype)
-            and decode_attention.load()
-        )
+        self.kernel = kernels.prepare(model, "serve", freeze=freeze, kv_dtype=cache.k.dtype)
+        self.freeze = freeze
         self._step = compile_own(CompiledDecode._forward, self)  # freezing: see warm_up
         self._warm = False
 
     def _forward(
         self, ids: torch.Tensor, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, L: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        view = DecodeView(k, v, pos, L, self.kernel)
-        h = self.model.hidden_states(ids[:, None], cache=view)[:, 0]
+        mask = None
+        if not self.kernel:  # the plain attention reads L + 1 positions, some masked
+            mask = (torch.arange(L + 1, device=pos.device)[None, :] <= pos[:, None])[:, None, None]
+        meta = AttnMeta(k, v, pos[:, None], pos, width=L + 1, mask=mask)
+        h = self.model.hidden_states(ids[:, None], meta)[:, 0]
         logits = self.model.lm_head(h).float()
         # The greedy tokens come out of the same graph, fused with the logits' last pass:
         # an eager argmax over (32, V) afterwards cost more than a tenth of a millisecond.
         top = logits.argmax(-1)
-        return logits, top, torch.stack(view.new_k), torch.stack(view.new_v)  # (n_layer, n, G, D)
+        return logits, top, torch.stack(meta.new_k), torch.stack(meta.new_v)  # (n_layer, n, G, D)
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (n,): the next token of slots 0..n-1 -> logits (n, V); the cache moves on."""
@@ -89,10 +95,7 @@ class CompiledDecode:
         """As calling it, but (logits (n, V), their argmax (n,)): the greedy tokens too."""
         if not self._warm:
             self.warm_up()
-        n = ids.size(0)
-        lens = self.cache.lengths[:n]
-        if max(lens) >= self.cache.max_len:
-            raise ValueError(f"KV cache overflow: a slot holds {max(lens)} of {self.cache.max_len} tokens")
+        lens = self.cache.decode_lengths(ids.size(0))
         pos = torch.tensor(lens, dtype=torch.long, device=self.cache.device)
         # At least 2 cached positions read (the extra ones masked): a length of 1 would
         # make torch compile a third graph specialised to it.
@@ -100,7 +103,7 @@ class CompiledDecode:
         # checking: a tenth of a millisecond less per step.
         with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
             logits, top, k, v = self._step(ids, pos, self.cache.k, self.cache.v, max(2, *lens))
-        self.cache.append(k, v, pos)
+        self.cache.append(k, v, pos, decode_store(self.cache))
         return logits, top
 
     @torch.inference_mode()

@@ -1,18 +1,19 @@
 """The packed prefill as one compiled graph, on CPUs: several whole prompts in one forward.
 
-When a burst of requests arrives, the scheduler runs their prompts packed in one row
-(scheduler._prefill_whole). Its matmuls already run at the CPU's peak eagerly; what the
+When a burst of requests arrives, the scheduler has their prompts run packed in one row
+(runner.prefill_packed). Its matmuls already run at the CPU's peak eagerly; what the
 graph removes is the rest: a dozen elementwise passes per layer (norms, rotary embeddings,
 SwiGLU) fused into a few, and the Python loop over prompts for attention, which runs as one
-C++ op (model/decode_attention.py's prefill_attention). 32 prompts of 64 tokens on the
+C++ op (kernels/cpu/ops.py's prefill_attention, which the model's attention calls once the
+decode step has prepared it: the runner compiles this graph only then). 32 prompts of 64 tokens on the
 demo model, bf16, 2 EPYC cores: 58-66 ms against 73-80 ms eager, with an SDPA call per
 prompt inside the op; its own kernel for short prompts took the attention from 15 to 7 ms
 of that.
 
 The graph reads the cache and returns the new keys/values, which are stored afterwards
-(kv_cache.PrefillView says why). Packed length and prompt count are symbolic; torch
+(engine/decode.py says why). Packed length and prompt count are symbolic; torch
 specialises a count of 1, so one prompt and several prompts are two graphs, both compiled
-by `warm_up` (the scheduler's, with the decode step) and kept in torch's on-disk cache. A
+by `warm_up` (the runner's, with the decode step) and kept in torch's on-disk cache. A
 single token goes eagerly. The weights stay inputs of the graph (no freezing): the matmuls
 gain nothing from it at these sizes, and the graph stays valid while an RL run changes the
 weights.
@@ -24,8 +25,9 @@ import torch
 import torch.fx.experimental._config as fx_config
 
 from chatsmith.engine.decode import compile_own
+from chatsmith.model.attention import AttnMeta
 from chatsmith.model.gpt import GPT
-from chatsmith.model.kv_cache import PrefillView, SlotKVCache
+from chatsmith.model.kv_cache import SlotKVCache
 
 
 class CompiledPrefill:
@@ -44,10 +46,10 @@ class CompiledPrefill:
         past: torch.Tensor,
         lens: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        view = PrefillView(k, v, pos, slots, past, lens)
-        h = self.model.hidden_states(ids[None], cache=view)[0]
+        meta = AttnMeta(k, v, pos, past, slots=slots, lens=lens)
+        h = self.model.hidden_states(ids[None], meta)[0]
         logits = self.model.lm_head(h[lens.cumsum(0) - 1]).float()  # each prompt's last token
-        return logits, logits.argmax(-1), torch.stack(view.new_k), torch.stack(view.new_v)
+        return logits, logits.argmax(-1), torch.stack(meta.new_k), torch.stack(meta.new_v)
 
     def __call__(self, prompts: list[tuple[int, list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
         """prompts: (slot, ids) each, fed after what the slot holds -> the logits (S, V) of

@@ -14,21 +14,17 @@ leads to is the output processor's (outputs.py), and tool turns are tool_turns.p
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from typing import Any
 
 import torch
 
-from chatsmith.common.log import warn
-from chatsmith.engine.decode import CompiledDecode
 from chatsmith.engine.kv_manager import KVManager
 from chatsmith.engine.outputs import OutputProcessor
-from chatsmith.engine.prefill import CompiledPrefill
+from chatsmith.engine.runner import ModelRunner
 from chatsmith.engine.sampling import sample_batch
 from chatsmith.engine.sequence import Request, Seq
 from chatsmith.model.gpt import GPT
-from chatsmith.model.kv_cache import SlotKVCache
 from chatsmith.tokenizer.bpe import BPETokenizer
 
 IDLE_CHUNKS = 8  # prefill chunks per step while no sequence decodes
@@ -52,48 +48,21 @@ class Scheduler:
         """compile: run decode steps as a compiled graph (engine/decode.py); freeze: with
         the weights as constants of that graph, for a model that will not change."""
         self.model, self.tok = model, tok
-        self.autocast = autocast  # a context manager for the forward passes (bf16 autocast), or None
         w = model.embed_tokens.weight
         self.device, self.vocab = w.device, model.cfg.vocab_size
-        c = model.cfg
         self.n_slots, self.max_len, self.chunk = n_slots, max_len, prefill_chunk
         self.idle_chunk = IDLE_CHUNKS * prefill_chunk  # the prefill budget of a step with no decoding
-        # Attention runs in the cache's dtype: the compute dtype (autocast's, or the weights'),
-        # except for eager decoding on CPUs, where ATen's attention for one query token is
-        # several times slower in bf16 than in float32. The compiled step (engine/decode.py)
-        # reads a bf16 cache at half the memory traffic of a float32 one.
-        kv_dtype = getattr(autocast, "fast_dtype", None) or w.dtype
-        if w.device.type == "cpu" and not compile:
-            kv_dtype = torch.float32
-        self.cache = SlotKVCache(
-            n_slots + prefix_slots, c.n_layer, c.n_kv_head, c.head_dim, max_len, w.device, kv_dtype
-        )
-        self.decoder = CompiledDecode(model, self.cache, freeze) if compile else None
-        # Packed prompts through one compiled graph too, where its C++ attention runs (CPUs).
-        self.prefiller = CompiledPrefill(model, self.cache) if self.decoder and self.decoder.kernel else None
+        # The model's forward passes and the KV cache (autocast: a context manager for them, or None).
+        self.runner = ModelRunner(model, n_slots + prefix_slots, max_len, autocast, compile, freeze)
+        self.cache = self.runner.cache
         self.kv = KVManager(self.cache, n_slots, prefix_slots)
         self.out = OutputProcessor(tok, self.kv, max_len, self.vocab, self.device)
         self.waiting: deque[Request] = deque()
         self.prefill_tokens = 0  # prompt tokens computed (not copied from a cached prefix)
 
     def warm_up(self) -> None:
-        """Compile the decode step now, if asked to; without a working compiler (inductor
-        needs a C++ one on CPUs), decode eagerly instead of failing the first request."""
-        if self.decoder is None:
-            return
-        try:
-            self.decoder.warm_up()
-        except Exception as e:  # torch raises many kinds here (BackendCompilerFailed, OSError, ...)
-            warn(f"compiling the decode step failed, decoding eagerly: {type(e).__name__}: {e}")
-            self.decoder = self.prefiller = None
-            return
-        if self.prefiller is None:
-            return
-        try:
-            self.prefiller.warm_up()
-        except Exception as e:
-            warn(f"compiling the packed prefill failed, prefilling eagerly: {type(e).__name__}: {e}")
-            self.prefiller = None
+        """Compile the decode step now, if asked to (runner.warm_up)."""
+        self.runner.warm_up()
 
     # -- bookkeeping ----------------------------------------------------------------------
     @property
@@ -165,16 +134,7 @@ class Scheduler:
         """One forward for several whole prompts packed in a row; each then samples its
         first token. Returns the prompt tokens computed."""
         n = sum(len(s.todo) for s in group)
-        top = None
-        with self.autocast or contextlib.nullcontext():
-            if self.prefiller is not None and n > 1:
-                logits, top = self.prefiller([(s.slot, s.todo) for s in group])
-            else:
-                self.cache.bind_prefills([(s.slot, len(s.todo)) for s in group])
-                ends = torch.tensor([len(s.todo) for s in group], device=self.device).cumsum(0) - 1
-                x = torch.tensor([[t for s in group for t in s.todo]], dtype=torch.long, device=self.device)
-                h = self.model.hidden_states(x, cache=self.cache)[0]
-                logits = self.model.lm_head(h[ends]).float()  # (len(group), V): each prompt's last
+        logits, top = self.runner.prefill_packed([(s.slot, s.todo) for s in group])
         for s in group:
             s.fed += len(s.todo)
             s.todo = []
@@ -186,11 +146,7 @@ class Scheduler:
     # -- model calls ---------------------------------------------------------------------
     def _forward_chunk(self, seq: Seq, ids: list[int], all_logits: bool = False) -> torch.Tensor:
         """Feed ids into seq's slot; logits (T, V) of every position, or (1, V) of the last."""
-        self.cache.bind_prefill(seq.slot, len(ids))
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
-        with self.autocast or contextlib.nullcontext():
-            h = self.model.hidden_states(x, cache=self.cache)[0]
-            return self.model.lm_head(h if all_logits else h[-1:]).float()
+        return self.runner.prefill_chunk(seq.slot, ids, all_logits)
 
     def _prefill(self, budget: int) -> int:
         """Feed up to `budget` prompt tokens of the sequence being admitted; returns how many."""
@@ -230,18 +186,11 @@ class Scheduler:
         if n == 0:
             return
         batch = self.live[:n]
-        x = torch.tensor([s.todo[0] for s in batch], dtype=torch.long, device=self.device)
+        ids = [s.todo[0] for s in batch]
         for s in batch:
             s.todo = []
             s.fed += 1
-        top = None
-        with self.autocast or contextlib.nullcontext():
-            if self.decoder is not None:
-                logits, top = self.decoder.step(x)
-            else:
-                self.cache.bind_decode(n)
-                h = self.model.hidden_states(x[:, None], cache=self.cache)[:, 0]
-                logits = self.model.lm_head(h).float()
+        logits, top = self.runner.decode(ids)
         self._accept(batch, logits, top)
 
     # -- after sampling ------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Layer 1: the network (gpt.py), rotary embeddings and the KV cache."""
+"""Layer 1: the network (gpt.py), its attention entry and metadata, rotary embeddings and the KV cache."""
 
+from chatsmith.model.attention import AttnMeta
 from chatsmith.model.gpt import GPT, GPTConfig
-from chatsmith.model.kv_cache import KVCache
+from chatsmith.model.kv_cache import SlotKVCache
 
-__all__ = ["GPT", "GPTConfig", "KVCache"]
+__all__ = ["GPT", "AttnMeta", "GPTConfig", "SlotKVCache"]

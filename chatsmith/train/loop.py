@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from chatsmith import kernels
 from chatsmith.checkpoint import (
     load_optimizer_state,
     load_train_state,
@@ -117,6 +118,7 @@ def train(
     """
     di = init_distributed(device)
     gpt = find_gpt(model)
+    kernels.prepare(gpt, "train")  # the CPU training attention of chatsmith.kernels, where it applies
     train_state: dict[str, Any] | None = None
     found = _resume_from(resume, stage.out_dir) if stage.out_dir is not None else None
     if found is not None:

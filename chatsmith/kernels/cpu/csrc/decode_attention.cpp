@@ -6,7 +6,7 @@
 // by sequence (or, for fewer sequences than threads on a long context, by its kv heads):
 // scores, one float32 softmax per head, then the values, each run read position by
 // position, all of a task's heads of a position before the next. Only the output is
-// written. See chatsmith/model/decode_attention.py for why.
+// written. See chatsmith/kernels/cpu/ops.py for why.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/functional.h>

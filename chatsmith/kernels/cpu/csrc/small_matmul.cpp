@@ -1,5 +1,5 @@
 // Matmuls for the few rows of a decode step: y (M, N) = x (M, K) @ w.T, in bf16 on CPUs with
-// AVX512-BF16 and in float32 on CPUs with AVX2 or AVX-512. See chatsmith/model/cpu_matmul.py
+// AVX512-BF16 and in float32 on CPUs with AVX2 or AVX-512. See chatsmith/kernels/cpu/matmul.py
 // for why they exist and how w is packed.
 //
 // bf16:
@@ -13,7 +13,7 @@
 //
 // float32: the weight packed as (N / VS, K, VS), VS floats to a vector; a tile is 4 vectors
 // wide on AVX-512, 2 on AVX2 (16 registers), and each k adds x[k] * w[k] by FMA. It beats
-// oneDNN only at a few rows (its blocking for cache is simpler): cpu_matmul.linear calls it
+// oneDNN only at a few rows (its blocking for cache is simpler): matmul.linear calls it
 // for one row. It takes up to F32_ROWS; a larger call still gets the right answer, from
 // at::linear with the plain weight.
 #include <ATen/Parallel.h>
@@ -99,7 +99,7 @@ at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t n)
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16, "bf16_matmul: x must be (M, K) bf16");
   TORCH_CHECK(packed.dim() == 4 && packed.scalar_type() == at::kBFloat16 && packed.size(3) == 2 &&
                   packed.size(2) == BLOCK && packed.is_contiguous(),
-              "bf16_matmul: the weight must be packed by cpu_matmul.pack");
+              "bf16_matmul: the weight must be packed by kernels/cpu/matmul.pack");
   const int64_t M = x.size(0), K = x.size(1), blocks = packed.size(0);
   TORCH_CHECK(packed.size(1) * 2 == K, "bf16_matmul: x has ", K, " columns, the packed weight ", packed.size(1) * 2);
   TORCH_CHECK(blocks % NB == 0 && n > blocks * BLOCK - NB * BLOCK && n <= blocks * BLOCK,
@@ -117,7 +117,7 @@ at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t n)
   });
   return y;
 #else
-  TORCH_CHECK(false, "bf16_matmul: this build has no AVX512-BF16 (see cpu_matmul.available)");
+  TORCH_CHECK(false, "bf16_matmul: this build has no AVX512-BF16 (see kernels/cpu/matmul.available)");
   return y;
 #endif
 }
@@ -157,13 +157,13 @@ inline void f32_tile_rows(const float* x, const float* w, int64_t K, float* y, i
 at::Tensor f32_matmul(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& w) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "f32_matmul: x must be (M, K) float32");
   TORCH_CHECK(w.dim() == 2 && w.size(1) == x.size(1), "f32_matmul: x has ", x.size(1), " columns, w ", w.size(1));
-  if (x.size(0) > F32_ROWS) return at::linear(x, w);  // not called so (cpu_matmul._one_row)
+  if (x.size(0) > F32_ROWS) return at::linear(x, w);  // not called so (matmul._one_row)
 #ifdef CHATSMITH_F32_MATMUL
   const int64_t M = x.size(0), K = x.size(1), n = w.size(0), tile = F32_NB * VS;
   TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kFloat && packed.size(2) == VS &&
                   packed.size(1) == K && packed.is_contiguous() && packed.size(0) * VS % tile == 0 &&
                   n > packed.size(0) * VS - tile && n <= packed.size(0) * VS,
-              "f32_matmul: the weight must be packed by cpu_matmul.pack");
+              "f32_matmul: the weight must be packed by kernels/cpu/matmul.pack");
   auto y = at::empty({M, n}, x.options());
   if (M == 0) return y;
   const auto xc = x.contiguous();
@@ -176,7 +176,7 @@ at::Tensor f32_matmul(const at::Tensor& x, const at::Tensor& packed, const at::T
   });
   return y;
 #else
-  TORCH_CHECK(false, "f32_matmul: this build has no AVX2 or AVX-512 (see cpu_matmul.f32_layout)");
+  TORCH_CHECK(false, "f32_matmul: this build has no AVX2 or AVX-512 (see kernels/cpu/matmul.f32_layout)");
   return x;
 #endif
 }

@@ -20,7 +20,7 @@ rows this kernel took 2800 us for a demo step's 17 calls, MKL 2000). At one row:
 against 476 for MKL's packed sgemm on AVX-512; built for AVX2 only, 205 us.
 Packing copies the weight (a packed model holds its projection weights twice) and
 the copy does not follow later changes, so only a model that no longer changes is packed:
-GPT.pack_matmuls, called with fuse_projections by a frozen decode step (engine/decode.py).
+by prepare.py's serving conversion, for a frozen decode step (engine/decode.py).
 """
 
 from __future__ import annotations
@@ -30,21 +30,21 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from chatsmith.model import decode_attention
+from chatsmith.kernels.cpu import build
 
 TILE = 64  # output columns per bf16 kernel tile (4 blocks of 16): a packed weight has whole tiles
 
 
 def available() -> bool:
     """Whether this machine's build of the CPU kernels has the bf16 matmul (builds them once)."""
-    return decode_attention.load() and bool(torch.ops.chatsmith_cpu.bf16_matmul_built())
+    return build.load() and bool(torch.ops.chatsmith_cpu.bf16_matmul_built())
 
 
 @functools.cache
 def f32_layout() -> tuple[int, int]:
     """The float32 kernel's (floats per vector, columns per tile); (0, 0) where it is not
     built (no AVX2 or AVX-512, or no kernels at all)."""
-    if not decode_attention.load():
+    if not build.load():
         return 0, 0
     width, tile = torch.ops.chatsmith_cpu.f32_matmul_layout()
     return int(width), int(tile)
