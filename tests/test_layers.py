@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "common": 0,
     "tokenizer": 1,
     "model": 1,
+    "kernels": 1,  # optional fast paths, swapped into a built model from outside
     "data": 2,
     "tasks": 2,  # one module per task: generator, check, reward (DESIGN.md)
     "checkpoint": 2,
@@ -47,11 +48,14 @@ ROOT_UNIT = ""
 # The command line dispatches to its front ends (chat, bench), which sit on its layer.
 # Tasks make their examples in data's formats (preference pairs) and the demo's data set from
 # data's corpus and shards; data knows nothing of tasks.
+# The kernels convert the model's modules (as torchtitan's converters do): they import the model,
+# and the model never imports them (KERNELS below).
 SAME_LAYER_ALLOWED: set[tuple[str, str]] = {
     ("__main__", "cli"),
     ("cli", "chat_cli"),
     ("cli", "bench"),
     ("tasks", "data"),
+    ("kernels", "model"),
 }
 
 GPT = "chatsmith.model.gpt"
@@ -75,6 +79,8 @@ GPT_FORBIDDEN = (
     "safetensors",
     "tokenizers",
 )
+
+KERNELS = "chatsmith.kernels"  # no module of chatsmith/model/ may import it (DESIGN.md)
 
 ASSIGN_HINT = "assign it a layer in LAYERS in tests/test_layers.py (see DESIGN.md)"
 
@@ -168,6 +174,8 @@ def check_source(
                     problems.append(f"{here}, but model/gpt.py must not use {bad} (network only)")
             if _is_under(target, "chatsmith") and not _is_under(target, "chatsmith.model"):
                 problems.append(f"{here}, but model/gpt.py may only import chatsmith.model.*")
+        if src_unit == "model" and _is_under(target, KERNELS):
+            problems.append(f"{here}, but the model never imports the kernels (swapped in from outside)")
         if not _is_under(target, "chatsmith"):
             continue
         dst_unit = unit_of(target)
@@ -245,6 +253,11 @@ def _flags(source: str, module: str, is_package: bool = False) -> list[str]:
         ("chatsmith.model.gpt", "import fastapi\n", "fastapi"),
         ("chatsmith.model.gpt", "from chatsmith.common.config import ModelConfig\n", "chatsmith.model.*"),
         ("chatsmith.model.gpt", "from ..common import device\n", "chatsmith.model.*"),
+        ("chatsmith.model.gpt", "from chatsmith.kernels.cpu import ops\n", "never imports the kernels"),
+        ("chatsmith.model.gpt", "import chatsmith.kernels\n", "never imports the kernels"),
+        ("chatsmith.model.gpt", "from ..kernels import prepare\n", "never imports the kernels"),
+        ("chatsmith.model.kv_cache", "from chatsmith.kernels.cpu import ops\n", "never imports the kernels"),
+        ("chatsmith.model", "def f():\n    from chatsmith import kernels\n", "never imports the kernels"),
     ],
 )
 def test_checker_flags_violations(module: str, source: str, needle: str) -> None:
@@ -273,7 +286,10 @@ def test_checker_flags_relative_import_in_a_package_init() -> None:
         ("chatsmith.__main__", "from chatsmith.cli import main\n"),
         ("chatsmith.model.gpt", "import torch\nimport torch.nn.functional as F\n"),
         ("chatsmith.model.gpt", "from .rope import apply_rope\nfrom . import kv_cache\n"),
-        ("chatsmith.model.gpt", "from chatsmith.model.kv_cache import KVCache\n"),
+        ("chatsmith.model.gpt", "from chatsmith.model.kv_cache import SlotKVCache\n"),
+        ("chatsmith.kernels.cpu.modules", "from chatsmith.model.gpt import Attention\n"),
+        ("chatsmith.engine.runner", "from chatsmith import kernels\n"),
+        ("chatsmith.train.loop", "from chatsmith.kernels import prepare\n"),
         ("chatsmith.serve.app", "from fastapi import FastAPI\n"),
     ],
 )
