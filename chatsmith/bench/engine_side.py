@@ -119,7 +119,7 @@ def _engine_side(
                 runs[c].append(chatsmith_concurrent(eng, ps[c], new_tokens))
         conc = {c: max(r) for c, r in runs.items()}
         prefix = prefix_cache_run(eng, tok, eng.model.cfg.seq_len - new_tokens, repeats)
-        compiled = eng.sched.decoder is not None
+        compiled = eng.sched.runner.decoder is not None
     finally:
         eng.shutdown(drain=False)
     ttft, decode = min(t for t, _ in cs), min(d for _, d in cs)
