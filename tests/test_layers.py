@@ -86,7 +86,8 @@ ASSIGN_HINT = "assign it a layer in LAYERS in tests/test_layers.py (see DESIGN.m
 
 
 def module_name(path: Path) -> str:
-    """chatsmith/data/loaders.py -> chatsmith.data.loaders; chatsmith/data/__init__.py -> chatsmith.data."""
+    """chatsmith/data/tokens/loaders.py -> chatsmith.data.tokens.loaders;
+    chatsmith/data/__init__.py -> chatsmith.data."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()

@@ -8,7 +8,7 @@ from the run's config.json (seed, identity, eval sizes) and data/words.json each
   (what a base model can do) and as a chat turn;
 - arith_calc / arith_direct: two- and three-digit arithmetic with and without the calculator;
 - word_problems: GSM8K-style one-step word problems, calculator allowed.
-Only held-out keys are used (synthetic.split_of), so no question was seen in training.
+Only held-out keys are used (tasks.common.split_of), so no question was seen in training.
 """
 
 from __future__ import annotations
