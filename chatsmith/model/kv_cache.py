@@ -22,7 +22,7 @@ class SlotKVCache:
     Stored (n_layer, n_slots, max_len, n_kv_head, head_dim), allocated once: a position's
     keys of all heads are one run, so a sequence's cached keys are one contiguous block that
     the CPU decode kernel reads in order, and a decode step stores one run per layer and
-    sequence (see chatsmith/kernels/cpu/build.py). Attention sees them as (B, G, L, D) views,
+    sequence (chatsmith/kernels/cpu/ops.py). Attention sees them as (B, G, L, D) views,
     the layout the projections produce, which SDPA takes on every device. The engine keeps
     live sequences in slots 0..n-1 (moving one when another leaves) so a decode step reads a
     view of the storage, never a gathered copy.
