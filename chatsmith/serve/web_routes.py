@@ -66,6 +66,8 @@ class StoredMessage(ResponseModel):
     content: str
     tool_calls: list[dict[str, Any]] | None
     created_at: float
+    # "done"; for an answer the server streamed: "streaming", "length", "stopped" or "cut"
+    status: str = "done"
 
 
 class ConversationOut(ResponseModel):
