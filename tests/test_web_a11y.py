@@ -8,7 +8,17 @@ import json
 import re
 
 import pytest
-from test_web_helpers import AXE, browser, iter_buttons, last_answer, needs_browser, page, send, server, wait_idle
+from test_web_helpers import (
+    AXE,
+    browser,
+    iter_buttons,
+    last_answer,
+    needs_browser,
+    page,
+    send,
+    server,
+    wait_idle,
+)
 
 pytestmark = needs_browser
 __all__ = ["browser", "page", "server"]
@@ -31,6 +41,9 @@ AXE_RULES = [
 ]
 
 
+NAME_OF_FOCUSED = "(e => (e.getAttribute('aria-label') || e.innerText).trim())(document.activeElement)"
+
+
 def chat_with_branches(page) -> None:
     send(page, "first question")
     wait_idle(page)
@@ -47,7 +60,7 @@ def test_focus_on_load_and_tab_reaches_chats_and_import(page) -> None:
     reached = []
     for _ in range(40):
         page.keyboard.press("Tab")
-        reached.append(page.evaluate("(document.activeElement.getAttribute('aria-label') || document.activeElement.innerText || '').trim()"))
+        reached.append(page.evaluate(NAME_OF_FOCUSED))
     assert "first question" in reached  # the past chat
     assert "Import" in reached
     page.click("#new-chat")
@@ -73,7 +86,10 @@ def test_axe_finds_no_violations(page, theme) -> None:
     page.click("#settings-toggle")
     page.add_script_tag(path=str(AXE))
     result = page.evaluate("rules => axe.run(document, {runOnly: {type: 'rule', values: rules}})", AXE_RULES)
-    found = [(v["id"], [n["target"] for n in v["nodes"]]) for v in result["violations"]]
+    found = [
+        (v["id"], [(n["target"], n["failureSummary"]) for n in v["nodes"]])
+        for v in result["violations"]
+    ]
     assert found == []
     assert len(result["passes"]) >= 5  # the rules ran and found things to check
 

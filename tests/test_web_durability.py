@@ -8,13 +8,26 @@ import signal
 
 import pytest
 from test_serve_helpers import free_port
-from test_web_helpers import LONG, browser, last_answer, needs_browser, open_page, send, spawn_server, wait_idle
+from test_web_helpers import (
+    LONG,
+    browser,
+    last_answer,
+    needs_browser,
+    open_page,
+    send,
+    spawn_server,
+    wait_idle,
+)
 
 pytestmark = needs_browser
 __all__ = ["browser"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
+# Each run starts the server twice in a process of its own; the SIGINT case (the same page
+# path, the server's drain instead of a crash) runs with the slow tests.
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)], ids=["sigkill", "sigint"]
+)
 def test_server_death_mid_answer_loses_nothing(browser, tmp_path, sig) -> None:
     db, port, log = tmp_path / "chat.db", free_port(), tmp_path / "server.log"
     proc = spawn_server(db, port, log)

@@ -36,7 +36,7 @@ def test_model_picker_only_with_several_models(browser, server) -> None:
     assert page.locator("#model-picker").is_hidden()  # one model: nothing to pick
     page.context.close()
     ctx = browser.new_context()
-    two = {"object": "list", "data": [{"id": "scripted", "object": "model"}, {"id": "other", "object": "model"}]}
+    two = {"object": "list", "data": [{"id": name, "object": "model"} for name in ("scripted", "other")]}
     ctx.route("**/v1/models", lambda r: r.fulfill(json=two))
     page = ctx.new_page()
     page.goto(server.url + "/")
@@ -44,7 +44,7 @@ def test_model_picker_only_with_several_models(browser, server) -> None:
     assert page.locator("#model-picker option").all_inner_texts() == ["scripted", "other"]
     page.select_option("#model-picker", "other")
     bodies: list[dict] = []
-    page.on("request", lambda r: bodies.append(json.loads(r.post_data)) if r.url.endswith("/answer") else None)
+    page.on("request", lambda r: r.url.endswith("/answer") and bodies.append(json.loads(r.post_data)))
     send(page, "which model?")
     wait_idle(page)
     assert bodies and bodies[0]["model"] == "other"
@@ -74,5 +74,7 @@ def test_copy_says_copied(page) -> None:
     wait_idle(page)
     button = last_answer(page).get_by_role("button", name="Copy")
     button.click()
-    page.wait_for_function("[...document.querySelectorAll('.msg.assistant button')].some(b => b.innerText === 'Copied')")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.msg.assistant button')].some(b => b.innerText == 'Copied')"
+    )
     assert page.evaluate("navigator.clipboard.readText()").startswith("Answer number")

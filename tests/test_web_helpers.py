@@ -26,6 +26,7 @@ needs_browser = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt install chromium)"),
     pytest.mark.skipif(not (STATIC / "index.html").is_file(), reason="the web app is not built (make web)"),
 ]
+READY = "#model-name:text('scripted')"  # the page has asked the server for its model
 LONG = " ".join(f"word{i}" for i in range(400))
 
 
@@ -42,7 +43,9 @@ class PagedBackend(ScriptedBackend):
     """The scripted backend with a context window and a token limit, as a real model has:
     each 4-character piece counts as one token; max_new_tokens ends the answer with "length"."""
 
-    def __init__(self, tok, reply: Callable[[str, int], str] = reply_for, delay: float = 0.03, context: int = 100_000):
+    def __init__(
+        self, tok, reply: Callable[[str, int], str] = reply_for, delay: float = 0.03, context: int = 100_000
+    ) -> None:
         super().__init__(tok, reply, delay)
         self.context = context
 
@@ -70,11 +73,12 @@ class PagedBackend(ScriptedBackend):
             req.push(Event("token", 0, token=k, text=piece))
             time.sleep(self.delay)
         self.finished += 1
-        data = {"finish_reason": reason, "prompt_tokens": n_prompt, "completion_tokens": min(len(pieces), limit)}
+        used = min(len(pieces), limit)
+        data = {"finish_reason": reason, "prompt_tokens": n_prompt, "completion_tokens": used}
         req.push(Event("done", 0, data={**data, "tool_calls": []}))
 
 
-def open_page(browser, url: str, viewport: tuple[int, int] = (1100, 800), ready: str = "#model-name:text('scripted')"):
+def open_page(browser, url: str, viewport: tuple[int, int] = (1100, 800), ready: str = READY):
     """A fresh context and page, loaded and ready; page errors are collected in `page.errors`."""
     ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     ctx.set_default_timeout(15_000)
@@ -172,7 +176,7 @@ def _serve_main() -> None:
 
     server.Backend = Scripted
     with tempfile.TemporaryDirectory() as model_dir:
-        cfg = server.ServeConfig(model=model_dir, port=a.port, db=f"sqlite:///{a.db}", served_model_name="scripted")
+        cfg = server.ServeConfig(model_dir, port=a.port, db=f"sqlite:///{a.db}", served_model_name="scripted")
         cfg.drain_seconds = 2  # SIGINT: the open answer stream is cut after 2 s, not 60
         server.serve(cfg)
 
