@@ -11,6 +11,7 @@ returns, so a message the server acknowledged survives the process being killed.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -203,9 +204,10 @@ class Store:
             row = s.execute(select(ApiKey, User).join(User).where(ApiKey.key_hash == key_hash)).first()
             return (row[0], row[1]) if row else None
 
-    def has_active_keys(self) -> bool:
+    def has_keys(self) -> bool:
+        """Whether a key was ever made (revoked ones count)."""
         with self.session() as s:
-            return s.scalar(select(ApiKey.id).where(ApiKey.revoked.is_(False)).limit(1)) is not None
+            return s.scalar(select(ApiKey.id).limit(1)) is not None
 
     # -- conversations -------------------------------------------------------------------
     def create_conversation(
