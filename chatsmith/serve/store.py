@@ -129,6 +129,9 @@ class Store:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # Conversations are private: the file (and the -wal/-shm files SQLite makes
+                # with the same mode) is readable by its owner only.
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             kw["connect_args"] = {"check_same_thread": False, "timeout": 30}
         try:
             self.engine = create_engine(url, **kw)
