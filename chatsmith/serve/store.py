@@ -11,6 +11,7 @@ returns, so a message the server acknowledged survives the process being killed.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -128,6 +129,9 @@ class Store:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # Conversations are private: the file (and the -wal/-shm files SQLite makes
+                # with the same mode) is readable by its owner only.
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             kw["connect_args"] = {"check_same_thread": False, "timeout": 30}
         try:
             self.engine = create_engine(url, **kw)
@@ -203,9 +207,10 @@ class Store:
             row = s.execute(select(ApiKey, User).join(User).where(ApiKey.key_hash == key_hash)).first()
             return (row[0], row[1]) if row else None
 
-    def has_active_keys(self) -> bool:
+    def has_keys(self) -> bool:
+        """Whether a key was ever made (revoked ones count)."""
         with self.session() as s:
-            return s.scalar(select(ApiKey.id).where(ApiKey.revoked.is_(False)).limit(1)) is not None
+            return s.scalar(select(ApiKey.id).limit(1)) is not None
 
     # -- conversations -------------------------------------------------------------------
     def create_conversation(
