@@ -66,8 +66,8 @@ def test_new_chat_while_streaming_stops_cleanly(page) -> None:
     assert page.evaluate("localStorage.getItem('chatsmith.open')") != old
     # The old answer was stopped and its partial text kept by the server.
     page.locator(f".conv[data-id='{old}'] .conv-title").click()
+    page.wait_for_selector(".msg.user .body:text('long story please')")
     answer = last_answer(page)
-    answer.wait_for()
     assert answer.get_attribute("data-status") == "stopped"
     assert len(answer.locator(".body").inner_text()) > 20
 
