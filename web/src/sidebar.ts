@@ -67,6 +67,7 @@ function startRename(li: HTMLLIElement, c: Conv): void {
       }
     }
     await refreshList().catch(showError);
+    ui.list.querySelector<HTMLElement>(`.conv[data-id="${c.id}"] .conv-title`)?.focus(); // where the keyboard was
   };
   input.addEventListener("keydown", (e) => {
     if (e.key === "Enter") void finish(true);
@@ -82,6 +83,7 @@ async function remove(c: Conv, name: string): Promise<void> {
     if (state.conv?.id === c.id) listHooks.closed();
     announce(`Deleted “${name}”`);
     await refreshList();
+    ui.input.focus(); // the focused row is gone
   } catch (e) {
     showError(e);
   }
@@ -89,9 +91,13 @@ async function remove(c: Conv, name: string): Promise<void> {
 
 // -- the drawer on a phone ------------------------------------------------------------------
 export function setSidebar(open: boolean): void {
+  const sidebar = $("sidebar");
+  const wasOpen = document.body.classList.contains("sidebar-open");
   document.body.classList.toggle("sidebar-open", open);
   $("menu").setAttribute("aria-expanded", String(open));
   if (open) ui.search.focus();
+  // A closed drawer hides what had focus: give it back to the button that opened it.
+  else if (wasOpen && sidebar.contains(document.activeElement)) $("menu").focus();
 }
 
 export function wireSidebar(): void {
