@@ -161,4 +161,5 @@ async def _stream(
         yield sse("[DONE]")
     finally:
         r.cancel()  # the client went away (or we finished): free the engine's slot
+        timing.done(time.perf_counter(), info.prompt_tokens, len(c.token_events))  # once: a no-op if done
         await row.finish(c.content(), [tc.model_dump() for tc in c.tool_calls] or None)

@@ -90,14 +90,24 @@ class CountRequests:
         if scope["type"] != "http" or not path.startswith("/v1/"):
             return await self.app(scope, receive, send)
 
+        # Unknown paths share one label, so a scanner cannot grow the metric without bound.
+        label = path if path in ENDPOINTS else "other"
+        started = False
+
         async def counted(msg: Message) -> None:
+            nonlocal started
             if msg["type"] == "http.response.start":
-                # Unknown paths share one label, so a scanner cannot grow the metric without bound.
-                label = path if path in ENDPOINTS else "other"
+                started = True
                 self.ctx.metrics.requests.labels(label, str(msg["status"])).inc()
             await send(msg)
 
-        await self.app(scope, receive, counted)
+        try:
+            await self.app(scope, receive, counted)
+        except Exception:
+            # A bug: the error middleware outside answers 500; count it here, where it passes.
+            if not started:
+                self.ctx.metrics.requests.labels(label, "500").inc()
+            raise
 
 
 async def _no_receive() -> Message:

@@ -81,16 +81,21 @@ class BPETokenizer:
         control ids; any other special-token string in it is encoded as plain text. For text
         with no stray special tokens this equals `encode(text)`: the library splits at
         special tokens before anything else, as this does."""
-        plain = self._as_text()
-        ids: list[int] = []
+        texts: list[str] = []
+        marks: list[int] = []
         at = 0
         for a, b in sorted(controls):
-            if a > at:
-                ids += plain.encode(text[at:a], add_special_tokens=False).ids
-            ids.append(self.token_id(text[a:b]))
+            texts.append(text[at:a])
+            marks.append(self.token_id(text[a:b]))
             at = b
-        if at < len(text):
-            ids += plain.encode(text[at:], add_special_tokens=False).ids
+        texts.append(text[at:])
+        # encode_batch runs without the GIL, so a long prompt does not stall other threads.
+        enc = self._as_text().encode_batch(texts, add_special_tokens=False)
+        ids: list[int] = []
+        for i, e in enumerate(enc):
+            ids += e.ids
+            if i < len(marks):
+                ids.append(marks[i])
         return ids
 
     def _as_text(self) -> Tokenizer:
