@@ -14,7 +14,7 @@ from test_serve_helpers import free_port, tiny_model
 from chatsmith.checkpoint import save_checkpoint
 
 
-def start(model_dir, db_url, port, home) -> subprocess.Popen:
+def start(model_dir, db_url, port, home, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "CHATSMITH_HOME": str(home)}
     cmd = [
         sys.executable,
@@ -31,6 +31,7 @@ def start(model_dir, db_url, port, home) -> subprocess.Popen:
         "tiny",
         "--device",
         "cpu",
+        *extra,
     ]
     log = home / f"server-{time.time()}.log"  # a file, not a pipe: a full pipe would stall the server
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))

@@ -104,7 +104,8 @@ def test_body_too_large_is_413(live) -> None:
         for _ in range(21):
             yield b" " * (1024 * 1024)
 
-    r = httpx.post(live.url + "/v1/chat/completions", content=chunks(), timeout=60)
+    json_type = {"content-type": "application/json"}
+    r = httpx.post(live.url + "/v1/chat/completions", content=chunks(), headers=json_type, timeout=60)
     assert_error(r, 413)
 
 

@@ -61,7 +61,7 @@ class ScriptedBackend(Backend):
     def submit(self, prompt, params, run_tools):
         req = Request(prompt, params, run_tools)
         self.count += 1
-        self.last_prompt, self.last_params = self.tok.decode(prompt), params
+        self.last_prompt, self.last_params, self.last_ids = self.tok.decode(prompt), params, list(prompt)
         text = self.reply(self.tok.decode(prompt).rsplit("<|im_start|>user", 1)[-1], self.count)
 
         def run() -> None:

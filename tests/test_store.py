@@ -166,7 +166,7 @@ def _alembic_revision(st: Store) -> str:
 def test_schema_v2_from_before_alembic_upgrades_in_place(db_url) -> None:
     _run(db_url, V2_SCHEMA)
     st = Store(db_url)
-    assert st.version == SCHEMA_VERSION and _alembic_revision(st) == "0002"
+    assert st.version == SCHEMA_VERSION and _alembic_revision(st) == "0003"
     conv, msgs = st.conversation("u2", "c2")
     assert (conv.title, conv.current_leaf, conv.settings) == ("from v2", "m3", {"temperature": 0.3})
     assert [m.content for m in msgs] == ["weather?", ""]

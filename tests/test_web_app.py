@@ -245,6 +245,7 @@ def test_rename_search_and_delete(page) -> None:
     page.wait_for_function("document.querySelectorAll('.conv').length === 1")
     page.fill("#search", "zebras")  # message text is searched too
     page.wait_for_function("document.querySelectorAll('.conv').length === 1")
+    page.once("dialog", lambda d: d.accept())  # Delete asks first
     page.locator(".conv.active button.delete").click()
     page.wait_for_function("document.querySelectorAll('.conv').length === 0")
     page.fill("#search", "")

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatsmith.common.log import warn
-from chatsmith.serve import info_routes, openai_routes, web_routes
+from chatsmith.serve import answer_routes, info_routes, openai_routes, web_routes
 from chatsmith.serve.context import ServerContext
 from chatsmith.serve.errors import APIError, error_body
 
@@ -55,6 +56,28 @@ class BodyLimit:
         )
 
 
+class JSONOnly:
+    """415 for a write whose body is not declared JSON. A page on another site can make the
+    browser POST text/plain, form or multipart bodies (or a typeless Blob) without asking
+    the server first; a JSON body needs a CORS preflight, which this server never grants."""
+
+    WRITES = frozenset({"POST", "PUT", "PATCH"})
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in self.WRITES:
+            ctype = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+            kind = ctype.split(";", 1)[0].strip().lower()
+            if kind != "application/json" and not kind.endswith("+json"):
+                got = ctype or "none"
+                msg = f"the request body must be JSON (Content-Type: application/json), not {got!r}"
+                body = error_body(415, msg, code="unsupported_media_type")
+                return await JSONResponse(body, status_code=415)(scope, _no_receive, send)
+        await self.app(scope, receive, send)
+
+
 class CountRequests:
     """Requests per endpoint and status, for /metrics. Plain ASGI (not BaseHTTPMiddleware),
     so a client's disconnect still reaches a streaming response and cancels its generation."""
@@ -67,14 +90,24 @@ class CountRequests:
         if scope["type"] != "http" or not path.startswith("/v1/"):
             return await self.app(scope, receive, send)
 
+        # Unknown paths share one label, so a scanner cannot grow the metric without bound.
+        label = path if path in ENDPOINTS else "other"
+        started = False
+
         async def counted(msg: Message) -> None:
+            nonlocal started
             if msg["type"] == "http.response.start":
-                # Unknown paths share one label, so a scanner cannot grow the metric without bound.
-                label = path if path in ENDPOINTS else "other"
+                started = True
                 self.ctx.metrics.requests.labels(label, str(msg["status"])).inc()
             await send(msg)
 
-        await self.app(scope, receive, counted)
+        try:
+            await self.app(scope, receive, counted)
+        except Exception:
+            # A bug: the error middleware outside answers 500; count it here, where it passes.
+            if not started:
+                self.ctx.metrics.requests.labels(label, "500").inc()
+            raise
 
 
 async def _no_receive() -> Message:
@@ -82,16 +115,40 @@ async def _no_receive() -> Message:
 
 
 def create_app(ctx: ServerContext, static_dir: Path | None = None) -> FastAPI:
-    app = FastAPI(title="chatsmith", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+    # No Swagger UI: it loads its scripts from a CDN. /docs is a plain page instead.
+    app = FastAPI(title="chatsmith", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.ctx = ctx
+    app.add_middleware(JSONOnly)
     app.add_middleware(BodyLimit, limit=ctx.max_body_bytes)
     app.add_middleware(CountRequests, ctx=ctx)
     _add_error_handlers(app)
     app.include_router(info_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(web_routes.router)
+    app.include_router(answer_routes.router)
     _mount_web(app, static_dir or STATIC)
+    _add_docs(app)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """The API's routes as a plain page with a link to the OpenAPI document: no scripts."""
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        rows = []
+        for path, ops in app.openapi().get("paths", {}).items():
+            for method, op in ops.items():
+                summary = html.escape(op.get("summary", ""))
+                rows.append(f"<tr><td>{method.upper()}</td><td><code>{html.escape(path)}</code></td>"
+                            f"<td>{summary}</td></tr>")
+        page = (
+            "<!doctype html><meta charset=utf-8><title>chatsmith API</title>"
+            "<h1>chatsmith API</h1><p>The OpenAPI document: <a href=/openapi.json>/openapi.json</a> "
+            "(load it into any OpenAPI viewer or client generator).</p>"
+            f"<table>{''.join(rows)}</table>"
+        )
+        return HTMLResponse(page)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -43,8 +43,10 @@ class AuthError(Exception):
 
 
 class Authenticator:
-    """Decides who a request comes from. Keys are required as soon as one active key exists
-    (or always with require=True), so a fresh local server just works."""
+    """Decides who a request comes from. Keys are required as soon as a key was ever made,
+    revoked ones included, so revoking every key after a leak shuts the door rather than
+    opening it; only require=False (`--require-keys no`) turns keys off. A server that never
+    had a key just works, and takes `Bearer ` with no key as no header (as vLLM does)."""
 
     def __init__(self, store: Store, require: bool | None = None, default_rpm: int | None = None) -> None:
         self.store, self.require, self.default_rpm = store, require, default_rpm
@@ -56,16 +58,16 @@ class Authenticator:
         # Cached for a second: this runs on every request of an open server.
         now = time.monotonic()
         if now - self._keys_checked > 1.0:
-            self._has_keys, self._keys_checked = self.store.has_active_keys(), now
+            self._has_keys, self._keys_checked = self.store.has_keys(), now
         return self._has_keys
 
     def authenticate(self, authorization: str | None) -> Caller:
         token = None
         if authorization:
-            scheme, _, value = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not value.strip():
+            scheme, _, value = authorization.strip().partition(" ")
+            if scheme.lower() != "bearer":
                 raise AuthError("the Authorization header must be 'Bearer <API key>'", "invalid_api_key")
-            token = value.strip()
+            token = value.strip() or None
         required = self.require if self.require is not None else self._keys_exist()
         if token is None or (not required and not token.startswith(KEY_PREFIX)):
             if required:

@@ -44,7 +44,8 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         "--require-keys",
         choices=["auto", "yes", "no"],
         default="auto",
-        help="auto: keys are required once one exists (chatsmith keys create)",
+        help="auto: keys are required once one was made (chatsmith keys create), even after "
+        "revoking them all; no: turn keys off",
     )
     s.add_argument("--rate-limit", type=int, default=0, help="requests per minute per key (0 = none)")
     s.add_argument("--max-body-mb", type=float, default=4.0, help="largest request body accepted")
@@ -79,7 +80,7 @@ def run_keys(args: argparse.Namespace) -> int:
         elif args.action == "list":
             rows = store.list_keys()
             if not rows:
-                print("no keys (the server accepts requests without one until a key exists)")
+                print("no keys (the server accepts requests without one until a key is made)")
             for k, user in rows:
                 when = datetime.datetime.fromtimestamp(k.created_at).strftime("%Y-%m-%d %H:%M")
                 state = "revoked" if k.revoked else "active"

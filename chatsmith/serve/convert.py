@@ -111,7 +111,8 @@ def _forced_tool(req: ChatRequest) -> str | None:
     if choice == "required":
         return ""
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
         if name not in names:
             raise bad_request(f"tool_choice names {name!r}, which is not in `tools`", param="tool_choice")
         return name

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from chatsmith.serve.context import caller, ctx_of
 from chatsmith.serve.convert import check_model, conversation
@@ -12,7 +13,8 @@ from chatsmith.serve.errors import APIError
 from chatsmith.serve.openai_routes import read_body
 from chatsmith.serve.protocol import ChatRequest, DetokenizeRequest, TokenizeRequest
 from chatsmith.serve.response_models import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse
-from chatsmith.tokenizer.chat_format import encode_prompt, render
+from chatsmith.tokenizer.bpe import BPETokenizer
+from chatsmith.tokenizer.chat_format import encode_prompt, render_with_controls
 
 router = APIRouter()
 
@@ -54,15 +56,21 @@ async def tokenize(request: HTTPRequest) -> TokenizeResponse:
     c = ctx_of(request)
     c.ensure_ready()
     check_model(c.backend, req.model)
-    tok = c.backend.tok
+    ids = await run_in_threadpool(_tokens, c.backend.tok, req)
+    return TokenizeResponse(count=len(ids), max_model_len=c.backend.context_length, tokens=ids)
+
+
+def _tokens(tok: BPETokenizer, req: TokenizeRequest) -> list[int]:
+    """Templating and tokenizing: CPU work, run on a worker thread."""
     if req.messages is not None:
         msgs = conversation(ChatRequest(messages=req.messages))
-        ids = encode_prompt(tok, msgs) if req.add_generation_prompt else tok.encode(render(msgs)[0])
-    elif req.prompt is not None:
-        ids = tok.encode(req.prompt)
-    else:
-        raise APIError(400, "send `prompt` or `messages`", param="prompt")
-    return TokenizeResponse(count=len(ids), max_model_len=c.backend.context_length, tokens=ids)
+        if req.add_generation_prompt:
+            return encode_prompt(tok, msgs)
+        text, _, controls = render_with_controls(msgs)
+        return tok.encode_with_controls(text, controls)
+    if req.prompt is not None:
+        return tok.encode(req.prompt)
+    raise APIError(400, "send `prompt` or `messages`", param="prompt")
 
 
 @router.post("/detokenize", dependencies=[Depends(caller)])

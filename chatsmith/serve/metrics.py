@@ -46,6 +46,7 @@ class Timing:
 
     def __init__(self, metrics: Metrics, now: float) -> None:
         self.m, self.start, self.last, self.first = metrics, now, None, None
+        self.finished = False
 
     def token(self, now: float) -> None:
         if self.last is None:
@@ -56,6 +57,10 @@ class Timing:
         self.last = now
 
     def done(self, now: float, prompt_tokens: int, completion_tokens: int) -> None:
+        """Record the end once; a stream the client cancelled ends here with what it made."""
+        if self.finished:
+            return
+        self.finished = True
         self.m.e2e.observe(now - self.start)
         self.m.prompt_tokens.inc(prompt_tokens)
         self.m.generation_tokens.inc(completion_tokens)

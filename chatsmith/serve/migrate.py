@@ -18,7 +18,7 @@ from sqlalchemy import Connection, inspect, text
 
 from chatsmith.common.errors import ChatsmithError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The Alembic revision that each schema version of the hand-made migrations corresponds to.
 REVISION_OF_VERSION = {1: "0001", 2: "0002"}

@@ -18,6 +18,7 @@ from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.serve.backend import EngineFull, Event, PromptTooLong, Request
@@ -25,7 +26,7 @@ from chatsmith.serve.context import LimitedWho, ServerContext, ctx_of
 from chatsmith.serve.convert import Prepared, prepare_chat, prepare_completions, too_long
 from chatsmith.serve.errors import APIError, bad_request
 from chatsmith.serve.metrics import Timing
-from chatsmith.serve.protocol import ChatRequest, CompletionRequest
+from chatsmith.serve.protocol import MAX_MESSAGES, ChatRequest, CompletionRequest
 from chatsmith.serve.response_models import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -54,13 +55,27 @@ M = TypeVar("M", bound=BaseModel)
 
 
 async def read_body(request: HTTPRequest, model: type[M]) -> M:
-    raw = await request.body()
+    """The JSON body as `model`, parsed and checked on a worker thread (a large body is CPU
+    work the event loop must not do); any fault is a 400 naming the field."""
+    return await run_in_threadpool(parse_body, await request.body(), model)
+
+
+def parse_body(raw: bytes, model: type[M]) -> M:
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise bad_request(f"the request body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise bad_request("the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
+    msgs = body.get("messages")
+    if isinstance(msgs, list) and len(msgs) > MAX_MESSAGES:  # before the costly checks below
+        raise bad_request(f"messages: at most {MAX_MESSAGES} messages, got {len(msgs)}", param="messages")
+    where = lone_surrogate(body)
+    if where is not None:
+        msg = f"{where}: the text holds a lone UTF-16 surrogate, which is not Unicode"
+        raise bad_request(msg, param=where)
     try:
         return model.model_validate(body)
     except ValidationError as e:
@@ -69,6 +84,33 @@ async def read_body(request: HTTPRequest, model: type[M]) -> M:
         raise bad_request(
             f"{loc}: {err.get('msg', 'invalid value')}" if loc else err["msg"], param=loc or None
         ) from None
+
+
+def lone_surrogate(obj: Any) -> str | None:
+    """The dotted path of the first string (or key) in parsed JSON that cannot be UTF-8."""
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        path, x = stack.pop()
+        if isinstance(x, str):
+            if not x.isascii() and _bad_utf8(x):
+                return path or "body"
+        elif isinstance(x, dict):
+            for k, v in reversed(list(x.items())):
+                sub = f"{path}.{k}" if path else str(k)
+                if not k.isascii() and _bad_utf8(k):
+                    return sub
+                stack.append((sub, v))
+        elif isinstance(x, list):
+            stack.extend((f"{path}.{i}" if path else str(i), v) for i, v in reversed(list(enumerate(x))))
+    return None
+
+
+def _bad_utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
 
 
 def submit(ctx: ServerContext, prep: Prepared) -> Request:
@@ -125,6 +167,12 @@ def _observe(timing: Timing, ev: Event) -> None:
         timing.token(time.perf_counter())
 
 
+def _count_cut(timing: Timing, trackers: list[ChoiceTracker], prompt_tokens: int) -> None:
+    """The tokens of a stream that ended early (the client left) count too."""
+    made = sum(len(c.token_events) for t in trackers for c in t.choices)
+    timing.done(time.perf_counter(), prompt_tokens, made)
+
+
 def _engine_failed(choices: list[Choice]) -> None:
     for c in choices:
         if c.error:
@@ -170,7 +218,7 @@ async def chat_completions(request: HTTPRequest, _who: LimitedWho) -> Any:
     ctx = ctx_of(request)
     req = await read_body(request, ChatRequest)
     ctx.ensure_ready()
-    prep = prepare_chat(req, ctx.backend)
+    prep = await run_in_threadpool(prepare_chat, req, ctx.backend)  # templating and tokenizing
     timing = Timing(ctx.metrics, time.perf_counter())
     r = submit(ctx, prep)
     head = _Head(new_id("chatcmpl"), now(), ctx.backend.name)
@@ -204,6 +252,7 @@ async def _stream_chat(
         yield sse("[DONE]")
     finally:
         r.cancel()  # the client went away (or we finished): free the engine's slot
+        _count_cut(timing, [tr], len(prep.prompt))
 
 
 def _chat_deltas(tr: ChoiceTracker, ev: Event, c: Choice) -> Iterator[ChunkChoice | StreamError]:
@@ -248,7 +297,7 @@ async def completions(request: HTTPRequest, _who: LimitedWho) -> Any:
     ctx.ensure_ready()
     if req.suffix:
         raise bad_request("suffix is not supported", param="suffix")
-    preps = prepare_completions(req, ctx.backend)
+    preps = await run_in_threadpool(prepare_completions, req, ctx.backend)
     timing = Timing(ctx.metrics, time.perf_counter())
     reqs = _submit_all(ctx, preps)
     tok = ctx.backend.tok
@@ -311,3 +360,4 @@ async def _stream_completions(
     finally:
         for r in reqs:
             r.cancel()
+        _count_cut(timing, trackers, sum(len(p.prompt) for p in preps))

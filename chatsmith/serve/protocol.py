@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_N = 16
 MAX_STOP = 16
+# Messages in one chat request: more never fit a context, and checking 100,000 of them
+# would hold the interpreter for seconds (pydantic validates without releasing the GIL).
+MAX_MESSAGES = 4096
 
 
 class _Body(BaseModel):
@@ -26,6 +31,19 @@ class FunctionDef(_Body):
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
     parameters: dict[str, Any] | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _a_json_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Checked against the JSON Schema metaschema, as OpenAI refuses a malformed one.
+        if v is not None:
+            try:
+                Draft202012Validator.check_schema(v)
+            except SchemaError as e:
+                raise ValueError(f"not a valid JSON schema: {e.message}") from None
+            except RecursionError:
+                raise ValueError("the JSON schema is nested too deeply") from None
+        return v
 
 
 class ToolDef(_Body):
@@ -74,7 +92,7 @@ class ChatMessage(_Body):
 
 
 class ChatRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(default=None, ge=0)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -95,7 +113,7 @@ class CompletionRequest(_Sampling):
 class TokenizeRequest(_Body):
     model: str | None = None
     prompt: str | None = None
-    messages: list[ChatMessage] | None = None
+    messages: list[ChatMessage] | None = Field(default=None, max_length=MAX_MESSAGES)
     add_generation_prompt: bool = True
 
 

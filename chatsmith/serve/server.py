@@ -74,6 +74,9 @@ def serve(cfg: ServeConfig) -> None:
             "(`make demo` trains one named demo)"
         )
     store = Store(cfg.db)
+    cut = store.cut_streaming()  # answers the last server was streaming when it died
+    if cut:
+        info(f"{cut} answer(s) cut off by the last server's end are stored as 'cut'")
     backend = Backend(
         cfg.served_model_name or model_name(cfg.model), cfg.max_batch, cfg.max_waiting, cfg.compile
     )

@@ -11,6 +11,7 @@ returns, so a message the server acknowledged survives the process being killed.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -98,6 +99,8 @@ class Message(Base):
     created_at: Mapped[float] = mapped_column(Float)
     # Added in schema version 2: tool calls of an assistant message (OpenAI's shape).
     tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # Added in schema version 3: "done", or where a streamed answer stands (migration 0003).
+    status: Mapped[str] = mapped_column(String(16), default="done", server_default="done")
 
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -126,6 +129,9 @@ class Store:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # Conversations are private: the file (and the -wal/-shm files SQLite makes
+                # with the same mode) is readable by its owner only.
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             kw["connect_args"] = {"check_same_thread": False, "timeout": 30}
         try:
             self.engine = create_engine(url, **kw)
@@ -201,9 +207,10 @@ class Store:
             row = s.execute(select(ApiKey, User).join(User).where(ApiKey.key_hash == key_hash)).first()
             return (row[0], row[1]) if row else None
 
-    def has_active_keys(self) -> bool:
+    def has_keys(self) -> bool:
+        """Whether a key was ever made (revoked ones count)."""
         with self.session() as s:
-            return s.scalar(select(ApiKey.id).where(ApiKey.revoked.is_(False)).limit(1)) is not None
+            return s.scalar(select(ApiKey.id).limit(1)) is not None
 
     # -- conversations -------------------------------------------------------------------
     def create_conversation(
@@ -275,6 +282,7 @@ class Store:
         tool_calls: list[dict[str, Any]] | None = None,
         created_at: float | None = None,
         msg_id: str | None = None,
+        status: str = "done",
     ) -> Message:
         """Append a message under parent_id (None = a root) and make it the current leaf."""
         if role not in ROLES:
@@ -306,11 +314,44 @@ class Store:
                 content=_text(content),
                 tool_calls=tool_calls,
                 created_at=t,
+                status=status,
             )
             s.add(m)
             c.current_leaf = m.id
             c.updated_at = now
             return m
+
+    def branch(self, user_id: str, conv_id: str, leaf_id: str) -> tuple[Conversation, list[Message]]:
+        """The conversation and the messages from its root down to `leaf_id`."""
+        c, msgs = self.conversation(user_id, conv_id)
+        by_id = {m.id: m for m in msgs}
+        if leaf_id not in by_id:
+            raise ChatsmithError(f"message {leaf_id!r} is not in this conversation")
+        path: list[Message] = []
+        at: str | None = leaf_id
+        while at is not None and at in by_id and len(path) <= len(msgs):
+            path.append(by_id[at])
+            at = by_id[at].parent_id
+        return c, path[::-1]
+
+    def update_answer(
+        self, msg_id: str, content: str, status: str, tool_calls: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Write what a streamed answer holds so far (committed before it returns)."""
+        with self.session() as s, s.begin():
+            m = s.get(Message, msg_id)
+            if m is None:  # the conversation was deleted while it streamed
+                return
+            m.content, m.status = _text(content), status
+            if tool_calls is not None:
+                m.tool_calls = tool_calls
+
+    def cut_streaming(self) -> int:
+        """Answers still "streaming" when a server starts were cut by the last one dying."""
+        with self.session() as s, s.begin():
+            rows = Message.__table__.update().where(Message.status == "streaming")
+            res = s.execute(rows.values(status="cut"))
+            return res.rowcount or 0
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -66,6 +66,8 @@ class StoredMessage(ResponseModel):
     content: str
     tool_calls: list[dict[str, Any]] | None
     created_at: float
+    # "done"; for an answer the server streamed: "streaming", "length", "stopped" or "cut"
+    status: str = "done"
 
 
 class ConversationOut(ResponseModel):
@@ -82,16 +84,40 @@ class ConversationOut(ResponseModel):
 
     @classmethod
     def of(cls, c: Conversation, msgs: list[Message] | None = None) -> ConversationOut:
-        tree = None if msgs is None else [StoredMessage.model_validate(m, from_attributes=True) for m in msgs]
+        tree = None if msgs is None else [_stored(m) for m in msgs]
         return cls(
             id=c.id,
-            title=c.title,
+            title=_clean(c.title),
             current_leaf=c.current_leaf,
-            settings=c.settings or {},
+            settings=_clean(c.settings if isinstance(c.settings, dict) else {}),
             created_at=c.created_at,
             updated_at=c.updated_at,
             messages=tree,
         )
+
+
+def _clean(x: Any) -> Any:
+    """Rows stored before input was checked may hold lone surrogates, which no JSON response
+    can carry: they read as U+FFFD instead of breaking every later GET."""
+    if isinstance(x, str):
+        return x if x.isascii() else x.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(x, dict):
+        return {_clean(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return x
+
+
+def _stored(m: Message) -> StoredMessage:
+    return StoredMessage(
+        id=m.id,
+        parent_id=m.parent_id,
+        role=m.role,
+        content=_clean(m.content or ""),
+        tool_calls=_clean(m.tool_calls) if isinstance(m.tool_calls, list) else None,
+        created_at=m.created_at,
+        status=m.status or "done",
+    )
 
 
 class ConversationList(ResponseModel):

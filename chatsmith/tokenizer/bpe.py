@@ -22,6 +22,7 @@ class BPETokenizer:
             raise ChatsmithError(f"tokenizer lacks the special tokens {missing}")
         self.bos_id = tok.token_to_id(BOS)
         self.im_end_id = tok.token_to_id(IM_END)
+        self._text_tok: Tokenizer | None = None
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -74,6 +75,37 @@ class BPETokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode_with_controls(self, text: str, controls: list[tuple[int, int]]) -> list[int]:
+        """Encode `text` where only the special tokens at the character spans `controls` are
+        control ids; any other special-token string in it is encoded as plain text. For text
+        with no stray special tokens this equals `encode(text)`: the library splits at
+        special tokens before anything else, as this does."""
+        texts: list[str] = []
+        marks: list[int] = []
+        at = 0
+        for a, b in sorted(controls):
+            texts.append(text[at:a])
+            marks.append(self.token_id(text[a:b]))
+            at = b
+        texts.append(text[at:])
+        # encode_batch runs without the GIL, so a long prompt does not stall other threads.
+        enc = self._as_text().encode_batch(texts, add_special_tokens=False)
+        ids: list[int] = []
+        for i, e in enumerate(enc):
+            ids += e.ids
+            if i < len(marks):
+                ids.append(marks[i])
+        return ids
+
+    def _as_text(self) -> Tokenizer:
+        # A copy that reads special-token strings as text (the shared one stays unchanged,
+        # so threads encoding with it see no flag flip).
+        if self._text_tok is None:
+            t = Tokenizer.from_str(self.tok.to_str())
+            t.encode_special_tokens = True
+            self._text_tok = t
+        return self._text_tok
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Multi-threaded in the Rust library."""

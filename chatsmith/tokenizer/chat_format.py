@@ -21,6 +21,7 @@ the newline between turns.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from chatsmith.common.errors import ChatsmithError
@@ -28,6 +29,7 @@ from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.special import (
     IM_END,
     IM_START,
+    SPECIAL_TOKENS,
     TOOL_CALL,
     TOOL_CALL_END,
     TOOL_RESPONSE,
@@ -35,6 +37,7 @@ from chatsmith.tokenizer.special import (
 )
 
 ROLES = ("system", "user", "assistant", "tool")
+_SPECIAL = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
 
 # The same format as a Jinja template, for `tokenizer_config.json` on export. It must
 # render byte for byte what `render` below renders (a test checks it), including a
@@ -136,44 +139,80 @@ def render(
     messages: list[dict[str, Any]], add_generation_prompt: bool = False
 ) -> tuple[str, list[tuple[int, int]]]:
     """The conversation as text, and the character spans that are trained."""
+    text, spans, _ = render_with_controls(messages, add_generation_prompt)
+    return text, spans
+
+
+def render_with_controls(
+    messages: list[dict[str, Any]], add_generation_prompt: bool = False
+) -> tuple[str, list[tuple[int, int]], list[tuple[int, int]]]:
+    """`render`, plus the spans of the special tokens the format itself writes. Only those are
+    control tokens: the same strings typed in content (or tool calls) are text."""
     validate(messages)
     parts: list[str] = []
     spans: list[tuple[int, int]] = []
+    controls: list[tuple[int, int]] = []
     n = 0
 
-    def emit(s: str, trained: bool = False) -> None:
+    def emit(s: str, trained: bool = False, ctl: bool = False) -> None:
         nonlocal n
         if trained and s:
-            spans.append((n, n + len(s)))
+            if spans and spans[-1][1] == n:  # one span for a run of trained pieces
+                spans[-1] = (spans[-1][0], n + len(s))
+            else:
+                spans.append((n, n + len(s)))
+        if ctl:
+            controls.extend((n + m.start(), n + m.end()) for m in _SPECIAL.finditer(s))
         parts.append(s)
         n += len(s)
 
     for i, m in enumerate(messages):
         role, content = m["role"], m.get("content") or ""
         if role == "assistant":
-            emit(f"{IM_START}assistant")
+            emit(f"{IM_START}assistant", ctl=True)
             calls = _tool_calls(m)
-            body = ("\n" + content) if content else ""
-            for name, args in calls:
-                body += "\n" + tool_call_text(name, args)
-            if not content and not calls:
-                body = "\n"
             # The "\n" after the header is part of the prompt the engine primes with, so
             # the trained span starts after it.
-            emit(body[:1])
-            emit(body[1:] + IM_END, trained=True)
+            emit("\n")
+            emit(content, trained=True)
+            for k, (name, args) in enumerate(calls):
+                args = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+                emit("\n" if content or k else "", trained=True)
+                emit(f'{TOOL_CALL}\n{{"name": "', trained=True, ctl=True)
+                emit(name, trained=True)
+                emit('", "arguments": ', trained=True)
+                emit(args, trained=True)
+                emit(f"}}\n{TOOL_CALL_END}", trained=True, ctl=True)
+            emit(IM_END, trained=True, ctl=True)
             emit("\n")
         elif role == "tool":
             if i == 0 or messages[i - 1]["role"] != "tool":
-                emit(f"{IM_START}user")
-            emit(f"\n{TOOL_RESPONSE}\n{content}\n{TOOL_RESPONSE_END}")
+                emit(f"{IM_START}user", ctl=True)
+            emit(f"\n{TOOL_RESPONSE}\n", ctl=True)
+            emit(content)
+            emit(f"\n{TOOL_RESPONSE_END}", ctl=True)
             if i == len(messages) - 1 or messages[i + 1]["role"] != "tool":
-                emit(f"{IM_END}\n")
+                emit(f"{IM_END}\n", ctl=True)
         else:
-            emit(f"{IM_START}{role}\n{content}{IM_END}\n")
+            emit(f"{IM_START}{role}\n", ctl=True)
+            _emit_content(emit, content, tools_block=role == "system" and i == 0)
+            emit(f"{IM_END}\n", ctl=True)
     if add_generation_prompt:
-        emit(GENERATION_PROMPT)
-    return "".join(parts), spans
+        emit(GENERATION_PROMPT, ctl=True)
+    return "".join(parts), spans, controls
+
+
+def _emit_content(emit: Any, content: str, tools_block: bool) -> None:
+    """Content as text; in the first system turn, the tool block `with_tools` wrote keeps its
+    header and footer as the template's own words (control tokens), the tool list as text."""
+    at = content.find(TOOLS_HEADER) if tools_block and content.endswith(TOOLS_FOOTER) else -1
+    if at < 0:
+        emit(content)
+        return
+    emit(content[:at])
+    emit(TOOLS_HEADER, ctl=True)
+    emit(content[at + len(TOOLS_HEADER) : len(content) - len(TOOLS_FOOTER)])
+    emit(TOOLS_FOOTER, ctl=True)
 
 
 def encode_conversation(tok: BPETokenizer, messages: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
@@ -191,9 +230,10 @@ def encode_conversation(tok: BPETokenizer, messages: list[dict[str, Any]]) -> tu
 
 
 def encode_prompt(tok: BPETokenizer, messages: list[dict[str, Any]]) -> list[int]:
-    """ids of the conversation so far plus the header that opens an assistant turn."""
-    text, _ = render(messages, add_generation_prompt=True)
-    return tok.encode(text)
+    """ids of the conversation so far plus the header that opens an assistant turn; special
+    tokens typed in content are encoded as text, so no message can forge a turn."""
+    text, _, controls = render_with_controls(messages, add_generation_prompt=True)
+    return tok.encode_with_controls(text, controls)
 
 
 def tool_response_ids(tok: BPETokenizer, result: str) -> list[int]:

@@ -1,9 +1,10 @@
-// The server: the conversation store (/api) and OpenAI-style streaming chat (/v1).
-import { EventSourceParserStream } from "eventsource-parser/stream";
+// The server: the conversation store and its answers (/api), and the model list (/v1).
+import { type AnswerEvent, answerEvents } from "./stream";
 import type { Conv, Msg } from "./tree";
 
 const KEY = "chatsmith.apiKey";
 
+/** A request that failed: `status` is the HTTP status, or 0 when the server could not be reached. */
 export class ApiError extends Error {
   constructor(
     public status: number,
@@ -22,6 +23,7 @@ export function setApiKey(k: string): void {
 }
 
 function headers(): Record<string, string> {
+  // JSON on every request: the server refuses state changes in any other type (a cross-site form cannot send it).
   const h: Record<string, string> = { "Content-Type": "application/json" };
   if (apiKey()) h.Authorization = `Bearer ${apiKey()}`;
   return h;
@@ -37,10 +39,28 @@ async function failure(r: Response): Promise<ApiError> {
   return new ApiError(r.status, msg);
 }
 
-async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const r = await fetch(path, { method, headers: headers(), body: body === undefined ? undefined : JSON.stringify(body) });
+async function request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
+  let r: Response;
+  try {
+    r = await fetch(path, { method, headers: headers(), body: body === undefined ? undefined : JSON.stringify(body), signal });
+  } catch (e) {
+    if (e instanceof DOMException && e.name === "AbortError") throw e;
+    throw new ApiError(0, String(e)); // the browser's words ("Failed to fetch") say only that nothing answered
+  }
   if (!r.ok) throw await failure(r);
-  return (await r.json()) as T;
+  return r;
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  return (await (await request(method, path, body)).json()) as T;
+}
+
+export interface AnswerBody {
+  parent_id: string;
+  model?: string;
+  temperature?: number;
+  top_p?: number;
+  max_tokens?: number;
 }
 
 export const api = {
@@ -57,35 +77,14 @@ export const api = {
   import: (data: unknown) => call<Conv>("POST", "/api/conversations/import", data),
 };
 
-export interface ChatBody {
-  model: string;
-  messages: { role: string; content: string }[];
-  temperature?: number;
-  top_p?: number;
-  max_tokens?: number;
-}
-
-/** Yield the text of each content delta of a streamed chat completion. */
-export async function* streamChat(body: ChatBody, signal: AbortSignal): AsyncGenerator<string> {
-  const r = await fetch("/v1/chat/completions", {
-    method: "POST",
-    headers: headers(),
-    body: JSON.stringify({ ...body, stream: true }),
-    signal,
-  });
-  if (!r.ok || !r.body) throw await failure(r);
-  yield* contentDeltas(r.body);
-}
-
-/** The content deltas of an OpenAI chat stream (SSE framing parsed by eventsource-parser). */
-export async function* contentDeltas(body: ReadableStream<BufferSource>): AsyncGenerator<string> {
-  const reader = body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream()).getReader();
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done || value.data === "[DONE]") return;
-    const obj = JSON.parse(value.data);
-    if (obj.error) throw new ApiError(500, obj.error.message);
-    const delta = obj.choices?.[0]?.delta;
-    if (delta?.content) yield delta.content as string;
+/** The server answers the stored user message `parent_id`, storing the answer as it streams. */
+export async function* answer(convId: string, body: AnswerBody, signal: AbortSignal): AsyncGenerator<AnswerEvent> {
+  const r = await request("POST", `/api/conversations/${convId}/answer`, body, signal);
+  if (!r.body) throw new ApiError(0, "the answer came without a body");
+  try {
+    yield* answerEvents(r.body);
+  } catch (e) {
+    if (e instanceof TypeError) throw new ApiError(0, String(e)); // the connection broke mid-answer
+    throw e;
   }
 }

@@ -31,7 +31,7 @@ export function saveDefaults(): void {
 }
 
 /** The sampling fields of a chat request (unset ones left out, so the server's defaults apply). */
-export function samplingFields(): Record<string, number> {
+export function samplingFields(): { temperature?: number; top_p?: number; max_tokens?: number } {
   const s = readSettings();
   const out: Record<string, number> = {};
   for (const k of ["temperature", "top_p", "max_tokens"]) if (typeof s[k] === "number") out[k] = s[k] as number;
@@ -48,6 +48,16 @@ export function toggleTheme(): void {
   const dark = !document.documentElement.classList.contains("dark");
   document.documentElement.classList.toggle("dark", dark);
   localStorage.setItem(THEME, dark ? "dark" : "light");
+}
+
+/** Mark each field the server would refuse (aria-invalid, with its message next to it). */
+export function showProblems(problems: Record<string, string>): void {
+  for (const id of ["temperature", "top_p", "max_tokens"]) {
+    const field = input(id);
+    const note = document.getElementById(`${id}-note`)!;
+    field.setAttribute("aria-invalid", String(Boolean(problems[id])));
+    note.textContent = problems[id] ?? "";
+  }
 }
 
 /** Save `data` as a JSON file through the browser's download. */

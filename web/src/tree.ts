@@ -8,6 +8,8 @@ export interface Msg {
   content: string;
   tool_calls?: unknown;
   created_at: number;
+  /** "done", or for an answer the server streamed: "streaming" | "length" | "stopped" | "cut". */
+  status?: string;
 }
 
 export interface Conv {
