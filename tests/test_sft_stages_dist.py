@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,69 @@ def test_torchrun_two_cpu_ranks(home: Path, verb: str) -> None:
     a, b = losses(one, verb), losses(two, verb)
     assert sorted(a) == sorted(b) == list(range(1, STEPS[verb] + 1))
     assert max(abs(a[s] - b[s]) for s in a) < 1e-4, (a, b)
+
+
+FILLER = "please answer this short question about the module and its tests"
+ANSWER = {"role": "assistant", "content": "ok"}
+
+
+def epoch_files(tmp: Path, verb: str, n: int) -> list[str]:
+    """--data and --val-data files of n tagged rows (and 2 held-out ones) in the stage's format."""
+
+    def rows(prefix: str, count: int) -> list[dict]:
+        if verb == "sft":  # long enough that a packed row of 64 tokens holds one conversation
+            return [
+                {"messages": [{"role": "user", "content": f"{prefix} {i}] {FILLER}"}, ANSWER]}
+                for i in range(count)
+            ]
+        if verb == "rl":
+            return [{"prompt": f"{prefix} {i}] What is {i} + 1?", "answer": str(i + 1)} for i in range(count)]
+        return [
+            {"prompt": f"{prefix} {i}] Say yes.", "chosen": "yes", "rejected": "no"} for i in range(count)
+        ]
+
+    paths = []
+    for name, prefix, count in (("train", "[row", n), ("held", "[held", 2)):
+        p = tmp / f"{verb}_{name}.jsonl"
+        p.write_text("\n".join(json.dumps(r) for r in rows(prefix, count)) + "\n")
+        paths.append(str(p))
+    return ["--data", paths[0], "--val-data", paths[1]]
+
+
+EPOCH_ARGS = {
+    "sft": ["--sft.batch_size=2", "--sft.seq_len=64", "--sft.warmup_steps=1"],
+    "dpo": ["--dpo.batch_size=2", "--dpo.seq_len=64"],
+    "rm": ["--rm.batch_size=2", "--rm.seq_len=64"],
+    "rl": ["--rl.batch_size=2", "--rl.group_size=2", "--rl.max_new_tokens=4"],
+}
+
+
+@pytest.mark.parametrize("verb", ["sft", "dpo", "rm", "rl"])
+def test_one_epoch_on_two_ranks_reads_every_row_once(home: Path, tmp_path: Path, verb: str) -> None:
+    """epochs=1 under torchrun with 2 ranks: each row of the file reaches the loop exactly once
+    (counted from the batches themselves), in the steps the loop logs."""
+    n = 16
+    run_ = new_run(home, f"{verb}_epoch")
+    if verb == "sft":
+        shutil.rmtree(run_ / "sft")
+    args = [
+        *epoch_files(tmp_path, verb, n),
+        *EPOCH_ARGS[verb],
+        f"--{verb}.epochs=1",
+        f"--{verb}.eval_every=1000",
+        f"--{verb}.compile=off",
+    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    counter = str(Path(__file__).with_name("count_rows.py"))
+    out = tmp_path / "rows"
+    r = run([*launcher, counter, str(out), *cmd(verb, run_.name)[3:], *args], home)
+    logged = [line for line in r.stdout.splitlines() if line.startswith(f"[{verb}]")]
+    want = f"[{verb}] 1 epoch(s) of {n} rows, 4 rows per step (2 x 2 rank(s) x 1 micro-step(s)): 4 steps"
+    assert want in logged, logged
+    if verb == "sft":
+        assert f"{n} conversations packed into {n} rows" in r.stdout
+    seen = [json.loads(line) for f in sorted(out.glob("rank*.jsonl")) for line in f.read_text().splitlines()]
+    assert {s["rank"] for s in seen} == {0, 1}
+    counts = Counter(i for s in seen for i in s["rows"])
+    assert counts == Counter(range(n)), counts
+    assert len(losses(run_, verb)) == 4
