@@ -212,3 +212,57 @@ def test_one_epoch_on_two_ranks_reads_every_row_once(home: Path, tmp_path: Path,
     counts = Counter(i for s in seen for i in s["rows"])
     assert counts == Counter(range(n)), counts
     assert len(losses(run_, verb)) == 4
+
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+TRAIN_NAMES = ["Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Ivy"]
+
+
+def digit_task(tmp: Path) -> tuple[Path, Path, Path]:
+    """A GSM8K-format task ("#### N" answers) of naming a digit, held out by the names asked
+    about, and SFT data for a model that knows the right digit but prefers the next one
+    (4 answers in 5), so greedy answers start low and sampling still finds the right one."""
+
+    def task(path: Path, names: list[str]) -> Path:
+        asked = [(f"{n} says {w}. Which digit is that?", str(d)) for n in names for d, w in enumerate(DIGITS)]
+        rows = [{"prompt": q, "answer": a} for q, a in asked]
+        lines = [{"task": {"name": "digits", "extract": "gsm8k"}}, *rows]
+        path.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+        return path
+
+    train = task(tmp / "digits_train.jsonl", TRAIN_NAMES)
+    held = task(tmp / "digits_held.jsonl", ["Quinn", "Rosa", "Sam", "Tina", "Uma"])
+    sft = []
+    for line in train.read_text().splitlines()[1:]:
+        row = json.loads(line)
+        for k in range(5):
+            answer = {"role": "assistant", "content": f"#### {(int(row['answer']) + (k < 4)) % 10}"}
+            sft.append({"messages": [{"role": "user", "content": row["prompt"]}, answer]})
+    (tmp / "digits_sft.jsonl").write_text("\n".join(json.dumps(r) for r in sft) + "\n")
+    return tmp / "digits_sft.jsonl", train, held
+
+
+def test_rl_on_a_task_file_raises_the_held_out_exact_answer_rate(home: Path, tmp_path: Path) -> None:
+    sft, train, held = digit_task(tmp_path)
+    run_ = new_run(home, "digits")
+    shutil.rmtree(run_ / "sft")
+    one = ["--run.threads=1"]
+    sft_args = ["--sft.epochs=3", "--sft.batch_size=8", "--sft.seq_len=64", "--sft.compile=off"]
+    run(cmd("sft", run_.name, "--data", str(sft), "--val-data", str(sft), *sft_args, *one), home)
+    rl_args = ["--rl.steps=30", "--rl.batch_size=8", "--rl.group_size=8", "--rl.max_new_tokens=6"]
+    rl_args += ["--rl.lr=1e-3", "--rl.temperature=1.0", "--rl.eval_every=1000", "--rl.compile=off"]
+    r = run(cmd("rl", run_.name, "--data", str(train), "--val-data", str(held), *rl_args, *one), home)
+    summary = json.loads((run_ / "rl_summary.json").read_text())
+    print(f"held-out exact-answer rate {summary['accuracy_before']:.2f} -> {summary['accuracy_after']:.2f}")
+    assert "[rl] task 'digits': 80 training prompts, 50 held out" in r.stdout
+    assert summary["accuracy_before"] <= 0.25
+    assert summary["accuracy_after"] >= summary["accuracy_before"] + 0.5
+
+
+def test_rl_task_file_with_a_malformed_line_is_an_error_naming_it(home: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "gsm8k.jsonl"
+    lines = [{"prompt": "1 + 1?", "answer": "2"}, {"prompt": "2 + 2?", "answer": "4"}, {"prompt": "3 + 3?"}]
+    bad.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    r = subprocess.run(cmd("rl", "prep", "--data", str(bad)), env=env(home), capture_output=True, text=True)
+    assert r.returncode != 0
+    assert f"{bad}:3: missing field 'answer'" in r.stderr
