@@ -147,3 +147,23 @@ def test_rl_task_file_with_a_bad_line_names_file_and_line(tmp_path: Path) -> Non
     path = gsm8k_file(tmp_path / "g.jsonl", 6, bad_line=4)
     with pytest.raises(ChatsmithError, match=rf"{path}:4: missing field 'answer'"):
         rl_data(Config(), str(path), None)
+
+
+def test_rl_code_task_scores_replies_in_the_sandbox(tmp_path: Path) -> None:
+    from chatsmith.common.config import Config
+
+    row = {
+        "task_id": "t/0",
+        "prompt": "def add(a, b):\n",
+        "canonical_solution": "    return a + b\n",
+        "test": "def check(f):\n    assert f(2, 3) == 5\n",
+        "entry_point": "add",
+    }
+    path = tmp_path / "code.jsonl"
+    path.write_text("\n".join(json.dumps({**row, "task_id": f"t/{i}"}) for i in range(3)) + "\n")
+    train, _, task = rl_data(Config(), str(path), str(path))
+    ex = train[0]
+    assert "def add(a, b):" in ex.prompt[0]["content"]
+    assert task.reward(ex, "```python\ndef add(a, b):\n    return a + b\n```") == 1.0  # the whole function
+    assert task.check(ex, "    return a + b\n")  # the body after the prompt
+    assert not task.check(ex, "```python\ndef add(a, b):\n    return a - b\n```")

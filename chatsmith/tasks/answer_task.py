@@ -48,7 +48,7 @@ def example_of(name: str, kind: str, row: dict[str, Any], where: str) -> Example
             raise ChatsmithError(f"{where}: check '{how}' cannot score RL answers; use {allowed}")
         prompt, meta, shown = list(row["messages"]), {"where": where, "check": how}, row["answer"]
     else:
-        raise ChatsmithError(f"{where}: a {kind} task cannot be RL data; give a generative or chat task file")
+        raise ChatsmithError(f"{where}: a {kind} task cannot be RL data (a generative, chat or code one can)")
     messages = [*prompt, {"role": "assistant", "content": str(shown)}]
     return Example(name, messages, prompt, str(row["answer"]), meta)
 
