@@ -13,6 +13,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -153,7 +155,8 @@ ANSWER = {"role": "assistant", "content": "ok"}
 
 
 def epoch_files(tmp: Path, verb: str, n: int) -> list[str]:
-    """--data and --val-data files of n tagged rows (and 2 held-out ones) in the stage's format."""
+    """--data (n tagged rows: Parquet for SFT, a saved HF dataset for DPO, JSONL for RM and RL)
+    and --val-data (2 held-out rows, JSONL) in the stage's format."""
 
     def rows(prefix: str, count: int) -> list[dict]:
         if verb == "sft":  # long enough that a packed row of 64 tokens holds one conversation
@@ -167,12 +170,22 @@ def epoch_files(tmp: Path, verb: str, n: int) -> list[str]:
             {"prompt": f"{prefix} {i}] Say yes.", "chosen": "yes", "rejected": "no"} for i in range(count)
         ]
 
-    paths = []
-    for name, prefix, count in (("train", "[row", n), ("held", "[held", 2)):
-        p = tmp / f"{verb}_{name}.jsonl"
-        p.write_text("\n".join(json.dumps(r) for r in rows(prefix, count)) + "\n")
-        paths.append(str(p))
-    return ["--data", paths[0], "--val-data", paths[1]]
+    held = tmp / f"{verb}_held.jsonl"
+    held.write_text("\n".join(json.dumps(r) for r in rows("[held", 2)) + "\n")
+    train = tmp / f"{verb}_train.jsonl"
+    table = pa.Table.from_pylist(rows("[row", n))
+    if verb == "sft":  # SmolTalk's format
+        train = tmp / "sft_train.parquet"
+        pq.write_table(table, train)
+    elif verb == "dpo":  # a folder written by datasets' save_to_disk
+        train = tmp / "dpo_train"
+        train.mkdir()
+        with pa.OSFile(str(train / "data.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        (train / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data.arrow"}]}))
+    else:
+        train.write_text("\n".join(json.dumps(r) for r in table.to_pylist()) + "\n")
+    return ["--data", str(train), "--val-data", str(held)]
 
 
 EPOCH_ARGS = {
