@@ -49,8 +49,9 @@ test: $(STAMP) web
 loadtest: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m slow tests/test_serve_load.py
 
+# CI runs it after `make test` (.ci/run); --durations shows where its minutes go.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,8 +10,11 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -145,3 +148,134 @@ def test_torchrun_two_cpu_ranks(home: Path, verb: str) -> None:
     a, b = losses(one, verb), losses(two, verb)
     assert sorted(a) == sorted(b) == list(range(1, STEPS[verb] + 1))
     assert max(abs(a[s] - b[s]) for s in a) < 1e-4, (a, b)
+
+
+FILLER = "please answer this short question about the module and its tests"
+ANSWER = {"role": "assistant", "content": "ok"}
+
+
+def epoch_files(tmp: Path, verb: str, n: int) -> list[str]:
+    """--data (n tagged rows: Parquet for SFT, a saved HF dataset for DPO, JSONL for RM and RL)
+    and --val-data (2 held-out rows, JSONL) in the stage's format."""
+
+    def rows(prefix: str, count: int) -> list[dict]:
+        if verb == "sft":  # long enough that a packed row of 64 tokens holds one conversation
+            return [
+                {"messages": [{"role": "user", "content": f"{prefix} {i}] {FILLER}"}, ANSWER]}
+                for i in range(count)
+            ]
+        if verb == "rl":
+            return [{"prompt": f"{prefix} {i}] What is {i} + 1?", "answer": str(i + 1)} for i in range(count)]
+        return [
+            {"prompt": f"{prefix} {i}] Say yes.", "chosen": "yes", "rejected": "no"} for i in range(count)
+        ]
+
+    held = tmp / f"{verb}_held.jsonl"
+    held.write_text("\n".join(json.dumps(r) for r in rows("[held", 2)) + "\n")
+    train = tmp / f"{verb}_train.jsonl"
+    table = pa.Table.from_pylist(rows("[row", n))
+    if verb == "sft":  # SmolTalk's format
+        train = tmp / "sft_train.parquet"
+        pq.write_table(table, train)
+    elif verb == "dpo":  # a folder written by datasets' save_to_disk
+        train = tmp / "dpo_train"
+        train.mkdir()
+        with pa.OSFile(str(train / "data.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        (train / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data.arrow"}]}))
+    else:
+        train.write_text("\n".join(json.dumps(r) for r in table.to_pylist()) + "\n")
+    return ["--data", str(train), "--val-data", str(held)]
+
+
+EPOCH_ARGS = {
+    "sft": ["--sft.batch_size=2", "--sft.seq_len=64", "--sft.warmup_steps=1"],
+    "dpo": ["--dpo.batch_size=2", "--dpo.seq_len=64"],
+    "rm": ["--rm.batch_size=2", "--rm.seq_len=64"],
+    "rl": ["--rl.batch_size=2", "--rl.group_size=2", "--rl.max_new_tokens=4"],
+}
+
+
+@pytest.mark.parametrize("verb", ["sft", "dpo", "rm", "rl"])
+def test_one_epoch_on_two_ranks_reads_every_row_once(home: Path, tmp_path: Path, verb: str) -> None:
+    """epochs=1 under torchrun with 2 ranks: each row of the file reaches the loop exactly once
+    (counted from the batches themselves), in the steps the loop logs."""
+    n = 16
+    run_ = new_run(home, f"{verb}_epoch")
+    if verb == "sft":
+        shutil.rmtree(run_ / "sft")
+    args = [
+        *epoch_files(tmp_path, verb, n),
+        *EPOCH_ARGS[verb],
+        f"--{verb}.epochs=1",
+        f"--{verb}.eval_every=1000",
+        f"--{verb}.compile=off",
+    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    counter = str(Path(__file__).with_name("count_rows.py"))
+    out = tmp_path / "rows"
+    r = run([*launcher, counter, str(out), *cmd(verb, run_.name)[3:], *args], home)
+    logged = [line for line in r.stdout.splitlines() if line.startswith(f"[{verb}]")]
+    want = f"[{verb}] 1 epoch(s) of {n} rows, 4 rows per step (2 x 2 rank(s) x 1 micro-step(s)): 4 steps"
+    assert want in logged, logged
+    if verb == "sft":
+        assert f"{n} conversations packed into {n} rows" in r.stdout
+    seen = [json.loads(line) for f in sorted(out.glob("rank*.jsonl")) for line in f.read_text().splitlines()]
+    assert {s["rank"] for s in seen} == {0, 1}
+    counts = Counter(i for s in seen for i in s["rows"])
+    assert counts == Counter(range(n)), counts
+    assert len(losses(run_, verb)) == 4
+
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+TRAIN_NAMES = ["Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Ivy"]
+
+
+def digit_task(tmp: Path) -> tuple[Path, Path, Path]:
+    """A GSM8K-format task ("#### N" answers) of naming a digit, held out by the names asked
+    about, and SFT data for a model that knows the right digit but prefers the next one
+    (4 answers in 5), so greedy answers start low and sampling still finds the right one."""
+
+    def task(path: Path, names: list[str]) -> Path:
+        asked = [(f"{n} says {w}. Which digit is that?", str(d)) for n in names for d, w in enumerate(DIGITS)]
+        rows = [{"prompt": q, "answer": a} for q, a in asked]
+        lines = [{"task": {"name": "digits", "extract": "gsm8k"}}, *rows]
+        path.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+        return path
+
+    train = task(tmp / "digits_train.jsonl", TRAIN_NAMES)
+    held = task(tmp / "digits_held.jsonl", ["Quinn", "Rosa", "Sam", "Tina", "Uma"])
+    sft = []
+    for line in train.read_text().splitlines()[1:]:
+        row = json.loads(line)
+        for k in range(5):
+            answer = {"role": "assistant", "content": f"#### {(int(row['answer']) + (k < 4)) % 10}"}
+            sft.append({"messages": [{"role": "user", "content": row["prompt"]}, answer]})
+    (tmp / "digits_sft.jsonl").write_text("\n".join(json.dumps(r) for r in sft) + "\n")
+    return tmp / "digits_sft.jsonl", train, held
+
+
+def test_rl_on_a_task_file_raises_the_held_out_exact_answer_rate(home: Path, tmp_path: Path) -> None:
+    sft, train, held = digit_task(tmp_path)
+    run_ = new_run(home, "digits")
+    shutil.rmtree(run_ / "sft")
+    one = ["--run.threads=1"]
+    sft_args = ["--sft.epochs=3", "--sft.batch_size=8", "--sft.seq_len=64", "--sft.compile=off"]
+    run(cmd("sft", run_.name, "--data", str(sft), "--val-data", str(sft), *sft_args, *one), home)
+    rl_args = ["--rl.steps=30", "--rl.batch_size=8", "--rl.group_size=8", "--rl.max_new_tokens=6"]
+    rl_args += ["--rl.lr=1e-3", "--rl.temperature=1.0", "--rl.eval_every=1000", "--rl.compile=off"]
+    r = run(cmd("rl", run_.name, "--data", str(train), "--val-data", str(held), *rl_args, *one), home)
+    summary = json.loads((run_ / "rl_summary.json").read_text())
+    print(f"held-out exact-answer rate {summary['accuracy_before']:.2f} -> {summary['accuracy_after']:.2f}")
+    assert "[rl] task 'digits': 80 training prompts, 50 held out" in r.stdout
+    assert summary["accuracy_before"] <= 0.25
+    assert summary["accuracy_after"] >= summary["accuracy_before"] + 0.5
+
+
+def test_rl_task_file_with_a_malformed_line_is_an_error_naming_it(home: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "gsm8k.jsonl"
+    lines = [{"prompt": "1 + 1?", "answer": "2"}, {"prompt": "2 + 2?", "answer": "4"}, {"prompt": "3 + 3?"}]
+    bad.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    r = subprocess.run(cmd("rl", "prep", "--data", str(bad)), env=env(home), capture_output=True, text=True)
+    assert r.returncode != 0
+    assert f"{bad}:3: missing field 'answer'" in r.stderr

@@ -92,7 +92,7 @@ class TrainConfig:
     eval_batches: int = 8
     ckpt_every: int = 0  # 0 = only at the end
     log_every: int = 10
-    epochs: float = 0.0  # SFT: >0 sets steps from the data size instead of `steps`
+    epochs: float = 0.0  # >0: steps = that many passes over the stage's rows (sft, dpo, rm, rl)
     optimizer: str = "muon"  # muon (block matrices; AdamW for the rest) | adamw (everything)
     matrix_lr: float = 0.02  # Muon's rate for the block matrices (nanochat's default)
     muon_momentum: float = 0.95
@@ -141,7 +141,7 @@ class RLConfig(TrainConfig):
     kl_coef: float = 0.0  # > 0 adds a KL penalty to the reference (SFT) model
     rm_weight: float = 0.0  # > 0 adds the reward model's score (needs a reward model)
     rm_path: str = ""  # reward model checkpoint; empty = <run>/rm when rm_weight > 0
-    eval_problems: int = 200  # held-out word problems for accuracy before and after
+    eval_problems: int = 200  # held-out problems for accuracy before and after (at most, from --data)
     pass_k: int = 8  # k of pass@k (from the sampled group; <= group_size)
 
 

@@ -1,15 +1,11 @@
 """Generative tasks (GSM8K style) and chat tasks: generate, extract the answer, compare.
 
-Extraction (the task header's `extract`): `gsm8k` takes the number after "####" and
-falls back to the last number, as GSM8K's own answers are written; `last_number` the last
-number in the reply; `first_line` the first non-empty line; `strip` the whole reply;
-`regex:PATTERN` the first group (or whole match) of PATTERN. Numbers compare as numbers
-("1,517" == "1517.0"), everything else as stripped text.
+Extraction (the task header's `extract`) and comparison live in tasks/answers.py, where RL
+rewards by the same judgement.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from typing import Any
 
@@ -19,43 +15,10 @@ from chatsmith.eval.generation import generate_texts
 from chatsmith.eval.prompts import generation_prompt_ids
 from chatsmith.eval.tasks import Task
 from chatsmith.model.gpt import GPT
+from chatsmith.tasks.answers import chat_check, extract_answer, is_match
 from chatsmith.tasks.common import Example
 from chatsmith.tasks.mixture import check, extra_checks
 from chatsmith.tokenizer.bpe import BPETokenizer
-
-_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def _last_number(text: str) -> str | None:
-    nums = _NUM.findall(text)
-    return nums[-1] if nums else None
-
-
-def extract_answer(text: str, how: str) -> str | None:
-    if how == "gsm8k":
-        m = re.search(r"####\s*(-?[\d,.]+)", text)
-        return m.group(1) if m else _last_number(text)
-    if how == "last_number":
-        return _last_number(text)
-    if how == "first_line":
-        return next((ln.strip() for ln in text.splitlines() if ln.strip()), None)
-    if how.startswith("regex:"):
-        m = re.search(how[len("regex:") :], text)
-        return (m.group(1) if m.groups() else m.group(0)) if m else None
-    return text.strip()
-
-
-def normalize(ans: str) -> str:
-    a = ans.strip().rstrip(".。").replace(",", "")
-    try:
-        x = float(a)
-    except ValueError:
-        return ans.strip()
-    return str(int(x)) if x == int(x) else str(x)
-
-
-def is_match(pred: str | None, gold: str) -> bool:
-    return pred is not None and normalize(pred) == normalize(gold)
 
 
 def _generate(
@@ -106,11 +69,7 @@ def _chat_verdicts(ex: dict[str, Any], reply: str) -> dict[str, bool]:
     if how == "synthetic":
         synth = Example(ex.get("subtask", ""), [], ex["messages"], ex["answer"], ex.get("meta", {}))
         return {"correct": check(synth, reply), **extra_checks(synth, reply)}
-    if how == "exact":
-        return {"correct": reply.strip() == ex["answer"].strip()}
-    if how == "last_number":
-        return {"correct": is_match(_last_number(reply), ex["answer"])}
-    return {"correct": ex["answer"].lower() in reply.lower()}
+    return {"correct": chat_check(how, ex["answer"], reply)}
 
 
 def evaluate_chat_task(

@@ -22,7 +22,7 @@ from chatsmith.common.log import MetricsLog, info
 from chatsmith.data.chat.preferences import EncodedPair, PrefPair, collate
 from chatsmith.model.gpt import GPT
 from chatsmith.train.logprobs import sequence_logps
-from chatsmith.train.pair_stage import fit_pairs, pair_summary, setup_pairs, steps_from_epochs
+from chatsmith.train.pair_stage import fit_pairs, pair_summary, setup_pairs
 
 
 def dpo_loss(
@@ -108,11 +108,7 @@ def run_dpo(
     s = setup_pairs("dpo", cfg, tc, init_dir, train_pairs, val_pairs, device, skip_bad)
     model, tok = s.gpt, s.tok
     ref = copy.deepcopy(model).eval().requires_grad_(False)
-    info(
-        f"[dpo] {len(s.train_enc)} training pairs, {len(s.val_enc)} held-out pairs, beta {tc.beta}, "
-        f"{tc.steps} steps"
-    )
-    steps_from_epochs(s)
+    info(f"[dpo] {len(s.train_enc)} training pairs, {len(s.val_enc)} held-out pairs, beta {tc.beta}")
 
     def evaluate() -> dict[str, float]:
         return preference_accuracy(model, ref, s.val_enc, tc.beta, device, dtype, tok.bos_id, tc.batch_size)

@@ -48,7 +48,9 @@ StepFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]]
 class Stage:
     name: str  # "pretrain", "sft", ...
     out_dir: Path | None  # the checkpoint folder this stage writes (None: none, as in benchmarks)
-    loader: Any  # next_batch() -> (x, y) or a stage's own batch; state_dict()/load_state_dict()
+    # next_batch() -> (x, y) or a stage's own batch; state_dict()/load_state_dict(); and, for
+    # `epochs`, rows_per_epoch (rows in one pass, all ranks together) and rows_per_batch (per rank).
+    loader: Any
     evaluate: Callable[[], dict[str, float]] | None = None
     extra_meta: dict[str, Any] = field(default_factory=dict)
     # Optional custom step; None keeps the plain next-token loss model(x, y).
@@ -83,6 +85,29 @@ def grad_accum_steps(cfg: TrainConfig, world: int) -> int:
     return cfg.total_batch_tokens // per_pass
 
 
+def steps_from_epochs(name: str, cfg: TrainConfig, loader: Any, world: int) -> None:
+    """With cfg.epochs > 0, set cfg.steps to cover that many passes over the loader's rows.
+
+    The one place every stage's steps come from its data: a step reads rows_per_batch rows on
+    each rank for each micro-step, so ceil(epochs x rows / that) steps see every row (once, for
+    one epoch, when the rows divide evenly; else the last step reads into the next pass).
+    """
+    if cfg.epochs <= 0:
+        return
+    n, per_rank = getattr(loader, "rows_per_epoch", None), getattr(loader, "rows_per_batch", None)
+    if not n or not per_rank:
+        raise ChatsmithError(f"{name}: its data does not count its rows; set {name}.steps instead of epochs")
+    accum = grad_accum_steps(cfg, world)
+    per_step = per_rank * world * accum
+    cfg.steps = max(1, math.ceil(cfg.epochs * n / per_step))
+    over = cfg.steps * per_step - round(cfg.epochs * n)
+    info(
+        f"[{name}] {cfg.epochs:g} epoch(s) of {n} rows, {per_step} rows per step ({per_rank} x {world} "
+        f"rank(s) x {accum} micro-step(s)): {cfg.steps} steps"
+        + (f"; the last reads {over} row(s) of the next pass" if over else "")
+    )
+
+
 def _resume_from(resume: str | Path | None, out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     if resume is None or resume == "":
         return None
@@ -111,12 +136,14 @@ def train(
     resume: str | Path | None = None,
     parallel: str = "auto",
 ) -> dict[str, Any]:
-    """Train for cfg.steps optimizer steps; returns the final figures (also written to metrics).
+    """Train for cfg.steps optimizer steps (or cfg.epochs passes over the loader's rows); returns
+    the final figures (also written to metrics).
 
     `resume` is None (start fresh), "auto" (continue the checkpoint in stage.out_dir if it is
     unfinished) or a checkpoint folder.
     """
     di = init_distributed(device)
+    steps_from_epochs(stage.name, cfg, stage.loader, di.world_size)
     gpt = find_gpt(model)
     kernels.prepare(gpt, "train")  # the CPU training attention of chatsmith.kernels, where it applies
     train_state: dict[str, Any] | None = None
@@ -141,7 +168,8 @@ def train(
 
     run = _Run(stage, cfg, device, dtype, metrics, model, tok, wrapped, opt, mode)
     info(
-        f"[{stage.name}] {cfg.optimizer}, {di.world_size} rank(s) ({mode}), {run.accum} micro-step(s) of "
+        f"[{stage.name}] {cfg.steps} steps, {cfg.optimizer}, {di.world_size} rank(s) ({mode}), "
+        f"{run.accum} micro-step(s) of "
         f"{cfg.batch_size}x{cfg.seq_len} per step = {run.tokens_per_step} tokens, dtype "
         f"{str(dtype).replace('torch.', '')}, compile {'on' if compiled else 'off'}"
     )

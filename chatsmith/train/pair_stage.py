@@ -1,9 +1,9 @@
 """What the preference-pair stages (DPO and the reward model) share: their setup and their run.
 
 Both start from the chat model in `init_dir`, encode the same kind of pairs (too-long or bad
-ones skipped and counted), may size their steps in epochs, feed the loop from a PairLoader
-and report the same counts; they differ in the model they train, its step and its
-held-out figures.
+ones skipped and counted), feed the loop from a PairLoader (the loop turns `epochs` into
+steps from its row count) and report the same counts; they differ in the model they train,
+its step and its held-out figures.
 """
 
 from __future__ import annotations
@@ -58,12 +58,6 @@ def setup_pairs(
     val_enc = encode_pairs(tok, val_pairs, tc.seq_len + 1, skip_bad, skipped)
     skipped.report(name)
     return PairSetup(name, cfg, tc, init_dir, gpt, tok, train_enc, val_enc, skipped)
-
-
-def steps_from_epochs(s: PairSetup) -> None:
-    """With `epochs` set, the stage's steps are that many passes over the training pairs."""
-    if s.tc.epochs > 0:
-        s.tc.steps = max(1, round(s.tc.epochs * len(s.train_enc) / s.tc.batch_size))
 
 
 def fit_pairs(

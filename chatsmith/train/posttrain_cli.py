@@ -1,9 +1,10 @@
 """`chatsmith sft|dpo|rm|rl`: each post-training stage on its own, from files or the built-in tasks.
 
-    chatsmith sft --data chats.jsonl:2 --data more.jsonl --synthetic 5000 [--skip-bad] [--tokens N]
+    chatsmith sft --data chats.jsonl:2 --data smoltalk.parquet --synthetic 5000 [--skip-bad] [--tokens N]
     chatsmith dpo --data prefs.jsonl [--val-data held.jsonl]     # or the built-in pairs
     chatsmith rm  --data prefs.jsonl                             # reward model -> <run>/rm
     chatsmith rl  [--rm <run>/rm --rl.rm_weight=0.5]             # GRPO on the built-in word problems
+    chatsmith rl  --data gsm8k.jsonl [--val-data held.jsonl]     # GRPO on a task file (docs/tasks.md)
 
 Each reads the previous stage of the run (`--run NAME`, default the preset's) unless `--init`
 says otherwise, writes `<run>/<stage>` unless `--out` does, and continues an interrupted run
@@ -37,7 +38,7 @@ def add_posttrain_parsers(sub: Any) -> None:
         "sft": "supervised fine-tuning on TRL-format conversations and/or the built-in tasks",
         "dpo": "Direct Preference Optimization on prompt/chosen/rejected pairs",
         "rm": "train a reward model (scalar head, Bradley-Terry loss) on preference pairs",
-        "rl": "GRPO reinforcement learning on verifiable word problems (and a reward model)",
+        "rl": "GRPO reinforcement learning on a task file or the word problems (and a reward model)",
     }
     for verb in VERBS:
         p = sub.add_parser(verb, help=helps[verb])
@@ -60,10 +61,10 @@ def add_posttrain_parsers(sub: Any) -> None:
                 action="append",
                 default=[],
                 metavar="FILE[:WEIGHT]",
-                help="JSONL file (repeatable); WEIGHT = passes over it, e.g. 0.5 or 3",
+                help="JSONL, Parquet or saved HF dataset (repeatable); WEIGHT = passes over it, e.g. 0.5",
             )
             p.add_argument(
-                "--val-data", default=None, help="held-out JSONL (default: built-in held-out items)"
+                "--val-data", default=None, help="held-out data file (default: built-in held-out items)"
             )
             p.add_argument(
                 "--synthetic",
@@ -78,6 +79,10 @@ def add_posttrain_parsers(sub: Any) -> None:
             )
         if verb == "rl":
             p.add_argument("--rm", default=None, help="reward model folder (used when rl.rm_weight > 0)")
+            p.add_argument(
+                "--data", default=None, help="task file (docs/tasks.md); default: the built-in word problems"
+            )
+            p.add_argument("--val-data", default=None, help="held-out task file (default: ~15%% of --data)")
 
 
 def _words(run: Path) -> list[str]:
@@ -233,27 +238,13 @@ def _pairs(v: _Verb) -> dict[str, Any]:
 
 
 def _rl(v: _Verb) -> dict[str, Any]:
-    from chatsmith.tasks import word_problems as word_problem_task
-    from chatsmith.tasks.word_problems import word_problems
     from chatsmith.train.rl import run_rl
+    from chatsmith.train.rl_data import rl_data
 
     cfg, args, run = v.cfg, v.args, v.run
-    train_wp = word_problems(5000, cfg.run.seed + 5, "train")
-    val_wp = word_problems(cfg.rl.eval_problems, cfg.run.seed + 6, "heldout")
+    train, val, task = rl_data(cfg, args.data, args.val_data)
     rm = Path(args.rm) if args.rm else (run / "rm" if (run / "rm").is_dir() else None)
-    return run_rl(
-        cfg,
-        v.init,
-        v.out,
-        train_wp,
-        val_wp,
-        word_problem_task,
-        v.device,
-        v.dtype,
-        v.metrics,
-        rm,
-        resume=args.resume,
-    )
+    return run_rl(cfg, v.init, v.out, train, val, task, v.device, v.dtype, v.metrics, rm, resume=args.resume)
 
 
 __all__ = ["VERBS", "add_posttrain_parsers", "run_posttrain"]

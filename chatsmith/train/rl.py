@@ -23,6 +23,7 @@ from chatsmith.common.config import Config, RLConfig
 from chatsmith.common.dist import dist_info
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import MetricsLog, info, read_metrics
+from chatsmith.data.chat.epochs import EpochOrder
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.eval.report_plots import plot_rl
 from chatsmith.model.gpt import GPT
@@ -78,8 +79,10 @@ def pass_at(correct: torch.Tensor, k: int) -> float:
 class RolloutLoader:
     """next_batch() samples a step's groups with the current weights and returns them scored.
 
-    The prompts of a step and the sampling seeds are functions of (seed, step, rank), so a
-    resumed run draws the same rollouts as the interrupted one would have.
+    The prompts are read as every stage reads rows (data/chat/epochs.py): one shuffled pass per
+    epoch, rank r of W taking its own batch_size prompts a step, so `rl.epochs=1` asks each
+    prompt once. Prompts and sampling seeds are functions of (seed, step, rank), so a resumed
+    run draws the same rollouts as the interrupted one would have.
     """
 
     def __init__(
@@ -96,12 +99,25 @@ class RolloutLoader:
     ) -> None:
         self.sampler, self.tok, self.problems, self.reward, self.check = sampler, tok, problems, reward, check
         self.cfg, self.seed, self.rank, self.world = cfg, seed, rank, world
+        if not problems:
+            raise ChatsmithError("no RL prompts to train on")
+        self.order = EpochOrder(len(problems), seed)
         self.step = 0
+
+    @property
+    def rows_per_epoch(self) -> int:
+        """Prompts in one pass over the data, for all ranks together."""
+        return len(self.problems)
+
+    @property
+    def rows_per_batch(self) -> int:
+        """Prompts one rank asks per next_batch()."""
+        return self.cfg.batch_size
 
     def next_batch(self) -> dict[str, Any]:
         c = self.cfg
         rng = random.Random((self.seed * 1_000_003 + self.step) * 131 + self.rank)
-        picked = [self.problems[rng.randrange(len(self.problems))] for _ in range(c.batch_size)]
+        picked = [self.problems[i] for i in self.order.take(self.step, c.batch_size, self.rank, self.world)]
         self.step += 1
         params = SamplingParams(
             temperature=c.temperature,
@@ -218,9 +234,9 @@ def run_rl(
     di = dist_info()
     try:
         baselines = baseline_accuracies(baseline_dirs or {}, val_problems, check, eval_tokens, device, dtype)
-        summary: dict[str, Any] = {**baselines}
+        summary: dict[str, Any] = {**baselines, "task": getattr(task, "name", "word_problems")}
         summary["accuracy_before"] = accuracy(sampler, tok, val_problems, check, eval_tokens)
-        info(f"[rl] held-out word problems before RL: {100 * summary['accuracy_before']:.1f}%")
+        info(f"[rl] held-out {summary['task']} before RL: {100 * summary['accuracy_before']:.1f}%")
         metrics.write(step=0, val_accuracy=summary["accuracy_before"])
         reward = make_reward(tc, tok, task.reward, rm_dir, device)
 
@@ -269,7 +285,7 @@ def rl_summary(
         drawn = plot_rl(read_metrics(metrics.path), plot)
         summary["plot"] = str(drawn) if drawn else ""
     info(
-        f"[rl] held-out word problems: {100 * summary['accuracy_before']:.1f}% -> "
+        f"[rl] held-out {summary.get('task', 'word_problems')}: {100 * summary['accuracy_before']:.1f}% -> "
         f"{100 * summary['accuracy_after']:.1f}%"
     )
     return summary

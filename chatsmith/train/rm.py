@@ -27,7 +27,7 @@ from chatsmith.common.log import MetricsLog, info
 from chatsmith.data.chat.preferences import EncodedPair, PrefPair, collate, encode_answer
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
-from chatsmith.train.pair_stage import fit_pairs, pair_summary, setup_pairs, steps_from_epochs
+from chatsmith.train.pair_stage import fit_pairs, pair_summary, setup_pairs
 
 
 class RewardModel(nn.Module):
@@ -169,8 +169,7 @@ def run_rm(
     tc = cfg.rm
     s = setup_pairs("rm", cfg, tc, init_dir, train_pairs, val_pairs, device, skip_bad)
     rm = RewardModel(s.gpt, tc.pool)
-    steps_from_epochs(s)
-    info(f"[rm] {len(s.train_enc)} training pairs, {len(s.val_enc)} held-out pairs, {tc.steps} steps")
+    info(f"[rm] {len(s.train_enc)} training pairs, {len(s.val_enc)} held-out pairs")
 
     def evaluate() -> dict[str, float]:
         return pairwise_accuracy(rm, s.val_enc, device, dtype, s.tok.bos_id, tc.batch_size)

@@ -49,7 +49,7 @@ def run_sft(
     token_budget: int = 0,
     resume: str | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune the model in base_dir; steps come from sft.steps, sft.epochs or a token budget."""
+    """Fine-tune the model in base_dir; steps come from sft.steps, sft.epochs (the loop) or a token budget."""
     tc = cfg.sft
     model, tok, _ = load_checkpoint(base_dir, device)
     skipped = Skipped()
@@ -60,16 +60,11 @@ def run_sft(
     )
     skipped.report("sft")
     di = dist_info()
-    rows_per_step = tc.batch_size * di.world_size
-    if token_budget > 0:
-        tc.steps = max(1, math.ceil(token_budget / (rows_per_step * tc.seq_len)))
-    elif tc.epochs > 0:
-        tc.steps = max(1, round(tc.epochs * len(ids) / rows_per_step))
+    if token_budget > 0:  # a token budget wins over epochs (which the loop turns into steps)
+        tc.steps = max(1, math.ceil(token_budget / (tc.batch_size * di.world_size * tc.seq_len)))
+        tc.epochs = 0
     trained = int((tgt != -1).sum())
-    info(
-        f"[sft] {len(train_enc)} conversations packed into {len(ids)} rows, {trained} trained tokens; "
-        f"{tc.steps} steps ({tc.steps * rows_per_step / len(ids):.2f} epochs)"
-    )
+    info(f"[sft] {len(train_enc)} conversations packed into {len(ids)} rows, {trained} trained tokens")
     vl = SFTLoader(vids, vtgt, tc.batch_size, seed=0)
     vb = [vl.next_batch() for _ in range(min(tc.eval_batches, max(1, len(vids) // tc.batch_size)))]
 

@@ -1,6 +1,7 @@
-"""Conversations in TRL's JSONL format: reading, validation, encoding and weighted mixtures.
+"""Conversations in TRL's format: reading, validation, encoding and weighted mixtures.
 
-One conversation per line: `{"messages": [{"role", "content", "tool_calls"?}, ...], "tools"?: [...]}`.
+One conversation per record: `{"messages": [{"role", "content", "tool_calls"?}, ...], "tools"?: [...]}`,
+a line of JSONL or a row of Parquet, Arrow or a saved HF dataset (records.py).
 Every problem names the file and line. With `skip_bad` a bad line is skipped and counted
 by reason instead, and the counts are reported; a conversation longer than the context
 is dropped whole (counted), never truncated, so no assistant answer is ever cut short.
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import warn
+from chatsmith.data.chat.records import iter_records
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import ROLES, encode_conversation, validate
 
@@ -118,22 +120,6 @@ def parse_conversation(obj: Any) -> list[dict[str, Any]]:
     return with_tools(msgs, obj.get("tools"))
 
 
-def iter_jsonl(path: Path) -> Any:
-    """(line number, parsed object or the JSON error) for every non-blank line."""
-    try:
-        f = path.open(encoding="utf-8")
-    except OSError as e:
-        raise ChatsmithError(f"cannot read {path}: {e.strerror}") from None
-    with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield n, ChatsmithError(f"not valid JSON ({e.msg})")
-
-
 def read_records(
     path: str | Path,
     what: str,
@@ -141,15 +127,15 @@ def read_records(
     skip_bad: bool = False,
     skipped: Skipped | None = None,
 ) -> list[T]:
-    """parse(obj, "file:line") of every line of a JSONL file; a bad line (bad JSON, or parse
-    raising ChatsmithError) is an error naming file:line, or a counted skip with skip_bad."""
+    """parse(obj, "file:line") of every record of a data file (JSONL, Parquet, Arrow or a saved
+    HF dataset: records.py); a bad record (bad JSON, or parse raising ChatsmithError) is an
+    error naming its place, or a counted skip with skip_bad."""
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise ChatsmithError(f"no {what} file at {path}")
     skipped = skipped if skipped is not None else Skipped()
     out = []
-    for n, obj in iter_jsonl(path):
-        where = f"{path}:{n}"
+    for where, obj in iter_records(path):
         try:
             if isinstance(obj, ChatsmithError):
                 raise obj
@@ -166,7 +152,7 @@ def read_records(
 def read_conversations(
     path: str | Path, skip_bad: bool = False, skipped: Skipped | None = None
 ) -> list[Conversation]:
-    """Every conversation of a TRL-format JSONL file; a bad line is an error naming file:line."""
+    """Every conversation of a TRL-format data file; a bad record is an error naming its place."""
     return read_records(
         path,
         "conversation",

@@ -7,11 +7,12 @@ the interrupted run would have seen next.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import numpy as np
 import torch
+
+from chatsmith.data.chat.epochs import EpochOrder
 
 
 def pack_conversations(
@@ -52,7 +53,8 @@ def pack_conversations(
 
 
 class SFTLoader:
-    """Batches of packed conversation rows, reshuffled each epoch from the seed."""
+    """Batches of packed conversation rows, reshuffled each epoch from the seed; rank r of W
+    takes its own B rows of every step (chat.epochs), so the ranks see each row once an epoch."""
 
     def __init__(
         self, ids: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, rank: int = 0, world: int = 1
@@ -67,28 +69,21 @@ class SFTLoader:
         )
         self.rank, self.world = rank, world
         self.step = 0
-        self._orders: dict[int, list[int]] = {}
+        self.order = EpochOrder(len(ids), seed)
 
     @property
     def rows_per_epoch(self) -> int:
+        """Rows in one pass over the data, for all ranks together."""
         return len(self.ids)
 
-    def _order(self, epoch: int) -> list[int]:
-        if epoch not in self._orders:
-            order = list(range(len(self.ids)))
-            random.Random(self.seed * 1000003 + epoch).shuffle(order)
-            self._orders = {epoch: order}  # keep one epoch's order, not all of them
-        return self._orders[epoch]
+    @property
+    def rows_per_batch(self) -> int:
+        """Rows one rank reads per next_batch()."""
+        return self.B
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n = len(self.ids)
-        start = self.step * self.B * self.world + self.rank * self.B
-        idx = []
-        for k in range(start, start + self.B):
-            epoch, i = divmod(k, n)
-            idx.append(self._order(epoch)[i])
+        sel = torch.tensor(self.order.take(self.step, self.B, self.rank, self.world))
         self.step += 1
-        sel = torch.tensor(idx)
         return self.ids[sel, :-1], self.targets[sel]
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,13 +1,14 @@
 """Preference pairs in TRL's JSONL format, their encoding, and a batch loader.
 
-One pair per line: `{"prompt": [...messages], "chosen": [...messages], "rejected": [...messages]}`
-(a plain string prompt is one user message; a plain string answer is one assistant message).
+One pair per record (a JSONL line, or a row of Parquet, Arrow or a saved HF dataset):
+`{"prompt": [...messages], "chosen": [...messages], "rejected": [...messages]}` (a plain string
+prompt is one user message, a plain string answer one assistant message; without `prompt`, the
+messages chosen and rejected share from the start are the prompt, as TRL reads them).
 Only the tokens of the answers are scored: the prompt is shared and masked.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.data.chat.chat_jsonl import Skipped, check_messages, read_records
+from chatsmith.data.chat.epochs import EpochOrder
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_conversation
 
@@ -49,9 +51,22 @@ def _messages(obj: Any, key: str, role: str) -> list[dict[str, Any]]:
     return check_messages(v, key)
 
 
+def implicit_prompt(obj: dict[str, Any]) -> dict[str, Any]:
+    """TRL's implicit-prompt form (no 'prompt'; chosen and rejected are whole conversations, as in
+    UltraFeedback binarized): the messages both share from the start are the prompt."""
+    c, r = obj.get("chosen"), obj.get("rejected")
+    if "prompt" in obj or not (isinstance(c, list) and isinstance(r, list)):
+        return obj
+    n = 0
+    while n < min(len(c), len(r)) and c[n] == r[n]:
+        n += 1
+    return {**obj, "prompt": c[:n], "chosen": c[n:], "rejected": r[n:]}
+
+
 def parse_pair(obj: Any, source: str = "") -> PrefPair:
     if not isinstance(obj, dict):
         raise ChatsmithError("a line must be a JSON object with 'prompt', 'chosen' and 'rejected'")
+    obj = implicit_prompt(obj)
     pair = PrefPair(
         _messages(obj, "prompt", "user"),
         _messages(obj, "chosen", "assistant"),
@@ -71,7 +86,7 @@ def parse_pair(obj: Any, source: str = "") -> PrefPair:
 def read_preferences(
     path: str | Path, skip_bad: bool = False, skipped: Skipped | None = None
 ) -> list[PrefPair]:
-    """Every pair of a preference JSONL file; a bad line is an error naming file:line."""
+    """Every pair of a preference data file; a bad record is an error naming its place."""
     return read_records(path, "preference", parse_pair, skip_bad, skipped)
 
 
@@ -138,7 +153,8 @@ def collate(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 class PairLoader:
-    """Batches of B pairs, reshuffled each epoch from the seed; rank r of W takes its own slice."""
+    """Batches of B pairs, reshuffled each epoch from the seed; rank r of W takes its own B pairs
+    of every step (chat.epochs), so the ranks see each pair once an epoch."""
 
     def __init__(
         self, pairs: list[EncodedPair], batch_size: int, seed: int, pad_id: int, rank: int = 0, world: int = 1
@@ -148,21 +164,20 @@ class PairLoader:
         self.pairs, self.B, self.seed, self.pad_id = pairs, batch_size, seed, pad_id
         self.rank, self.world = rank, world
         self.step = 0
-        self._order: tuple[int, list[int]] = (-1, [])
+        self.order = EpochOrder(len(pairs), seed)
 
-    def _epoch_order(self, epoch: int) -> list[int]:
-        if self._order[0] != epoch:
-            order = list(range(len(self.pairs)))
-            random.Random(self.seed * 1000003 + epoch).shuffle(order)
-            self._order = (epoch, order)
-        return self._order[1]
+    @property
+    def rows_per_epoch(self) -> int:
+        """Pairs in one pass over the data, for all ranks together."""
+        return len(self.pairs)
+
+    @property
+    def rows_per_batch(self) -> int:
+        """Pairs one rank reads per next_batch()."""
+        return self.B
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        start = self.step * self.B * self.world + self.rank * self.B
-        picked = []
-        for k in range(start, start + self.B):
-            epoch, i = divmod(k, len(self.pairs))
-            picked.append(self.pairs[self._epoch_order(epoch)[i]])
+        picked = [self.pairs[i] for i in self.order.take(self.step, self.B, self.rank, self.world)]
         self.step += 1
         return collate(picked, self.pad_id)
 
