@@ -21,6 +21,7 @@ from chatsmith.eval.report_card import (
     task_cell,
     time_rows,
 )
+from chatsmith.eval.report_change import BPB_TOLERANCE, compare, fmt_change, stage_pairs
 from chatsmith.eval.report_plots import plot_losses, plot_metrics, plot_tasks
 from chatsmith.eval.report_render import Section, to_html, to_markdown
 
@@ -98,6 +99,30 @@ def _summary_table(card: dict[str, Any]) -> Section:
     return ("table", header, rows)
 
 
+def _change_sections(card: dict[str, Any]) -> list[Section]:
+    """Each figure's change against the stage before, with its 95 % interval; regressions marked."""
+    pairs = stage_pairs(card["stages"], card["evals"])
+    if not pairs:
+        return []
+    per_pair = [
+        {c.task: c for c in compare(card["evals"][a]["tasks"], card["evals"][b]["tasks"])} for a, b in pairs
+    ]
+    names = list(dict.fromkeys(t for ch in per_pair for t in ch))
+    rows = []
+    for t in names:
+        n = max((ch[t].n for ch in per_pair if t in ch), default=0)
+        label = SUBTASK_LABELS.get(t.split("/", 1)[1], t) if "/" in t else t
+        rows.append([label, n, *[fmt_change(ch[t]) if t in ch else "–" for ch in per_pair]])
+    note = (
+        "Change in points against the stage before, with its 95 % interval (Newcombe's score interval "
+        "of a difference of proportions). 🔴 marks a regression (the whole interval below 0), ▲ a gain; "
+        f"bits per byte has no interval and counts as a regression when it rises more than "
+        f"{100 * BPB_TOLERANCE:.0f} %."
+    )
+    header = ["task", "n", *[f"{a} → {b}" for a, b in pairs]]
+    return [("h2", "Change against the previous stage"), ("p", note), ("table", header, rows)]
+
+
 def _stage_sections(card: dict[str, Any], stage: str) -> list[Section]:
     out: list[Section] = [("h3", stage)]
     ev = card["evals"].get(stage, {})
@@ -156,6 +181,7 @@ def build_sections(card: dict[str, Any], plots: dict[str, Path | None]) -> list[
         )
     )
     secs += _subtask_tables(card)
+    secs += _change_sections(card)
     if plots.get("tasks"):
         secs.append(("img", plots["tasks"].name, "task figures per stage"))
     secs.append(("h2", "Stages"))
