@@ -32,7 +32,10 @@ TASK_NOTES = {
     "mc_chat": "multiple choice as a chat turn, by log-likelihood",
     "arith_calc": "arithmetic, calculator allowed",
     "arith_direct": "arithmetic, no calculator",
-    "word_problems": "one-step word problems (GSM8K style), calculator allowed",
+    "word_problems_unseen": "one-step word problems in phrasings no stage trains on (GSM8K style), "
+    "calculator allowed; the demo's model scores 0 at every stage: it answers in the template of "
+    "the multi-step problems it was trained on, with a wrong number, so this measures transfer the "
+    "demo does not reach (the trained kind is the chat task's word_problems subtask)",
 }
 
 
@@ -46,6 +49,7 @@ SUBTASK_LABELS = {
     "spelling": "Spelling",
     "instructions": "Short instructions",
     "multi_turn": "Multi-turn context recall",
+    "word_problems": "Word problems, multi-step, via calculator (RL's target)",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from chatsmith.common.device import autocast
 from chatsmith.common.log import MetricsLog, info
 from chatsmith.data.chat.preferences import EncodedPair, PrefPair, collate
 from chatsmith.model.gpt import GPT
-from chatsmith.train.guard import StopEarly, make_guard, stop_and_save
+from chatsmith.train.guard import make_guard, run_guarded
 from chatsmith.train.logprobs import sequence_logps
 from chatsmith.train.pair_stage import fit_pairs, pair_summary, setup_pairs, steps_from_epochs
 
@@ -146,10 +147,7 @@ def run_dpo(
 
     meta = {"init": str(init_dir), "beta": tc.beta, "rpo_alpha": tc.rpo_alpha}
     step = make_dpo_step(ref, tc.beta, device, tc.rpo_alpha)
-    try:
-        last = fit_pairs(s, model, out_dir, evaluate, meta, step, device, dtype, metrics, resume)
-    except StopEarly as e:
-        assert guard is not None
-        last = stop_and_save("dpo", guard, e, model, tok, out_dir, meta, tc.steps, metrics)
+    fit = partial(fit_pairs, s, model, out_dir, evaluate, meta, step, device, dtype, metrics, resume)
+    last = run_guarded(fit, "dpo", guard, model, tok, out_dir, meta, tc.steps, metrics)
     keep = ("train_loss", "seconds", "val_pref_acc", "val_margin", "guard_rise", "early_stopped")
     return pair_summary(s, last, keep, "val_pref_acc_")

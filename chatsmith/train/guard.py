@@ -12,6 +12,7 @@ stops and the last good weights are restored (early stopping, Prechelt 1998).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,26 @@ def make_guard(cfg: Config, run: Path, tok: BPETokenizer, tolerance: float, seq_
         info(f"[guard] {run} has no held-out conversations or text: no early stopping")
         return None
     return Guard(chat, text, tolerance, tok.bos_id)
+
+
+def run_guarded(
+    fit: Callable[[], dict[str, Any]],
+    stage: str,
+    guard: Guard | None,
+    model: GPT,
+    tok: BPETokenizer,
+    out_dir: Path,
+    meta: dict[str, Any],
+    total_steps: int,
+    metrics: MetricsLog,
+) -> dict[str, Any]:
+    """fit() (the stage's training), or after a StopEarly the last good weights, saved."""
+    try:
+        return fit()
+    except StopEarly as e:
+        if guard is None:
+            raise
+        return stop_and_save(stage, guard, e, model, tok, out_dir, meta, total_steps, metrics)
 
 
 def stop_and_save(

@@ -78,6 +78,12 @@ def add_posttrain_parsers(sub: Any) -> None:
             )
         if verb == "rl":
             p.add_argument("--rm", default=None, help="reward model folder (used when rl.rm_weight > 0)")
+        if verb in ("dpo", "rl"):
+            p.add_argument(
+                "--no-compare",
+                action="store_true",
+                help="skip the closing before/after evaluation on the run's tasks",
+            )
 
 
 def _words(run: Path) -> list[str]:
@@ -183,6 +189,10 @@ def run_posttrain(args: argparse.Namespace, overrides: list[str]) -> int:
     if is_main_process():
         (out.parent / f"{verb}_summary.json").write_text(json.dumps(summary, indent=1))
     info(json.dumps(summary))
+    if verb in ("dpo", "rl") and not args.no_compare:
+        from chatsmith.eval.report_compare import before_after
+
+        before_after(run, init, out, device, dtype, (init.name, out.name))
     return 0
 
 
@@ -233,12 +243,13 @@ def _pairs(v: _Verb) -> dict[str, Any]:
 
 
 def _rl(v: _Verb) -> dict[str, Any]:
-    from chatsmith.tasks import word_problems as word_problem_task
+    from chatsmith.tasks import mixture as task_mixture
+    from chatsmith.tasks.mixture import rl_problems
     from chatsmith.tasks.word_problems import word_problems
     from chatsmith.train.rl import run_rl
 
     cfg, args, run = v.cfg, v.args, v.run
-    train_wp = word_problems(5000, cfg.run.seed + 5, "train")
+    train_wp = rl_problems(5000, cfg.run.seed + 5, "train", cfg.identity, _words(run))
     val_wp = word_problems(cfg.rl.eval_problems, cfg.run.seed + 6, "heldout")
     rm = Path(args.rm) if args.rm else (run / "rm" if (run / "rm").is_dir() else None)
     return run_rl(
@@ -247,7 +258,7 @@ def _rl(v: _Verb) -> dict[str, Any]:
         v.out,
         train_wp,
         val_wp,
-        word_problem_task,
+        task_mixture,
         v.device,
         v.dtype,
         v.metrics,
