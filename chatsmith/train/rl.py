@@ -63,7 +63,7 @@ def grpo_loss(
         d = ref_logp - logp
         kl = torch.exp(d) - d - 1  # k3: unbiased, always >= 0 (Schulman 2020, "Approximating KL")
         per_tok = per_tok + kl_coef * kl
-        stats["kl"] = float((kl * mask).sum() / mask.sum().clamp(min=1))
+        stats["kl"] = float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))
     n_tok = mask.sum(1).clamp(min=1)
     loss = ((per_tok * mask).sum(1) / n_tok).mean()
     stats["clip_frac"] = float(
