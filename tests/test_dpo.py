@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pytest
 import torch
 
 from chatsmith.common.config import ModelConfig
@@ -82,3 +83,35 @@ def test_a_few_steps_make_the_policy_prefer_the_chosen_answers(tiny_tok) -> None
         opt.zero_grad()
     acc = preference_accuracy(model, ref, enc, 0.5, torch.device("cpu"), torch.float32, tiny_tok.bos_id)
     assert acc["val_pref_acc"] == 1.0 and acc["val_margin"] > 0 and acc["val_pref_acc_polite"] == 1.0
+
+
+def _chosen_logp(model, enc, tok) -> float:
+    from chatsmith.data.chat.preferences import collate
+
+    b = collate(enc, tok.bos_id)
+    with torch.no_grad():
+        return float(sequence_logps(model(b["x"]), b["y"])[: len(enc)].mean())
+
+
+def test_the_sft_anchor_adds_the_chosen_nll_and_keeps_chosen_answers_likely(tiny_tok) -> None:
+    enc = pairs(tiny_tok)
+    batch = PairLoader(enc, 4, seed=0, pad_id=tiny_tok.bos_id).next_batch()
+    start = tiny_model(tiny_tok)
+    ref = copy.deepcopy(start).eval().requires_grad_(False)
+    loss, stats = make_dpo_step(ref, 0.1, torch.device("cpu"), rpo_alpha=0.5)(start, batch)
+    assert loss.item() == pytest.approx(math.log(2) + 0.5 * stats["nll_chosen"], rel=1e-5)
+    after = {}
+    for alpha in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = copy.deepcopy(start)
+        loader = PairLoader(enc, 6, seed=0, pad_id=tiny_tok.bos_id)
+        step = make_dpo_step(ref, 0.5, torch.device("cpu"), rpo_alpha=alpha)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for _ in range(15):
+            loss, _ = step(model, loader.next_batch())
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        after[alpha] = _chosen_logp(model, enc, tiny_tok)
+    # Plain DPO may lower both answers; the anchor must leave the chosen ones more likely.
+    assert after[1.0] > after[0.0] and after[1.0] > _chosen_logp(start, enc, tiny_tok)

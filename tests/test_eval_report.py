@@ -15,7 +15,7 @@ from chatsmith.eval.runner import EvalSettings, evaluate_stages
 from chatsmith.model.build import build_model
 from chatsmith.model.gpt import GPTConfig
 
-DEMO_TASKS = ["bpb", "arith_calc", "arith_direct", "chat", "mc", "mc_chat", "word_problems"]
+DEMO_TASKS = ["bpb", "arith_calc", "arith_direct", "chat", "mc", "mc_chat", "word_problems_unseen"]
 WORDS = [
     "apple",
     "banana",

@@ -11,7 +11,8 @@ from chatsmith.common.config import IdentityConfig
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.data.chat.chat_jsonl import Skipped
 from chatsmith.data.chat.preferences import PairLoader, encode_pairs, read_preferences
-from chatsmith.tasks.common import split_of
+from chatsmith.tasks.common import Example, split_of
+from chatsmith.tasks.mixture import check
 from chatsmith.tasks.preference_pairs import preference_pairs
 
 PAIR = {
@@ -85,9 +86,17 @@ def test_too_long_pair_is_an_error_or_counted(tiny_tok) -> None:
 def test_demo_pairs_contrast_what_they_claim_and_respect_the_split() -> None:
     train = preference_pairs(300, 1, "train", IdentityConfig(), WORDS)
     held = preference_pairs(90, 2, "heldout", IdentityConfig(), WORDS)
-    assert {p.kind for p in train} == {"correct", "polite", "language"}
+    assert {p.kind for p in train} == {"correct", "polite", "language", "exact"}
     for p in train + held:
         assert p.chosen != p.rejected
+        if p.kind == "exact":  # the chosen answer passes its task's exact check, the near miss fails it
+            ex = Example(p.source.split(":")[1], [], p.prompt, "", {})
+            ok, bad = p.chosen[0]["content"], p.rejected[0]["content"]
+            if ex.task == "counting":
+                assert ok.replace(" ", "") != bad.replace(" ", "") and ok.count('"') == bad.count('"')
+            else:
+                ex.answer = ok
+                assert check(ex, ok) and not check(ex, bad)
         if p.kind == "correct":
             assert p.prompt[-1]["role"] == "tool" and p.prompt[-1]["content"] in p.chosen[0]["content"]
         if p.kind == "language":

@@ -32,9 +32,16 @@ BASE = [
 ]
 STAGE_ARGS = {
     "sft": ["--synthetic", "200", "--sft.batch_size=4", "--sft.seq_len=160", "--sft.warmup_steps=2"],
-    "dpo": ["--synthetic", "60", "--dpo.val_pairs=8", "--dpo.batch_size=2", "--dpo.seq_len=160"],
+    # These tests are about resuming and ranks: no early stop, no closing evaluation.
+    "dpo": [
+        *("--synthetic", "60", "--dpo.val_pairs=8", "--dpo.batch_size=2", "--dpo.seq_len=160"),
+        *("--dpo.guard_tolerance=0", "--no-compare"),
+    ],
     "rm": ["--synthetic", "60", "--rm.val_pairs=8", "--rm.batch_size=2", "--rm.seq_len=160"],
-    "rl": ["--rl.batch_size=2", "--rl.group_size=4", "--rl.max_new_tokens=12", "--rl.eval_problems=4"],
+    "rl": [
+        *("--rl.batch_size=2", "--rl.group_size=4", "--rl.max_new_tokens=12", "--rl.eval_problems=4"),
+        *("--rl.guard_tolerance=0", "--no-compare"),
+    ],
 }
 STEPS = {"sft": 12, "dpo": 12, "rm": 12, "rl": 6}
 

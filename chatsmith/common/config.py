@@ -118,6 +118,8 @@ class DPOConfig(TrainConfig):
     beta: float = 0.1  # strength of the implicit KL to the reference model
     train_pairs: int = 3000  # synthetic pairs for the demo (a --data file replaces them)
     val_pairs: int = 300  # held-out pairs for preference accuracy
+    rpo_alpha: float = 0.0  # > 0 adds this x the chosen answers' SFT loss (TRL's rpo_alpha)
+    guard_tolerance: float = 0.0  # > 0: stop when held-out loss rises this fraction (train/guard.py)
 
 
 @dataclass
@@ -143,6 +145,7 @@ class RLConfig(TrainConfig):
     rm_path: str = ""  # reward model checkpoint; empty = <run>/rm when rm_weight > 0
     eval_problems: int = 200  # held-out problems for accuracy before and after (at most, from --data)
     pass_k: int = 8  # k of pass@k (from the sampled group; <= group_size)
+    guard_tolerance: float = 0.0  # > 0: stop when held-out loss rises this fraction (train/guard.py)
 
 
 _POST: dict[str, Any] = {"optimizer": "adamw", "embedding_lr": 1e-4, "unembedding_lr": 1e-4, "eval_every": 50}

@@ -7,7 +7,9 @@ from the run's config.json (seed, identity, eval sizes) and data/words.json each
 - mc / mc_chat: multiple choice (sums, the next letter, spelling, identity) as plain text
   (what a base model can do) and as a chat turn;
 - arith_calc / arith_direct: two- and three-digit arithmetic with and without the calculator;
-- word_problems: GSM8K-style one-step word problems, calculator allowed.
+- word_problems_unseen: one-step word problems in phrasings no stage trains on (GSM8K style),
+  calculator allowed: a probe of transfer, which the demo's model does not reach (its chat
+  subtask `word_problems` is the trained multi-step kind).
 Only held-out keys are used (tasks.common.split_of), so no question was seen in training.
 """
 
@@ -25,9 +27,9 @@ from chatsmith.eval.tasks import write_task
 from chatsmith.tasks.common import NAMES, split_of
 from chatsmith.tasks.mixture import EVAL_TASKS, generators
 
-# Questions per synthetic chat subtask: a cap on the run's eval sizes that keeps the
-# demo's evaluation of every stage within about two minutes on two cores.
-CHAT_CAP = 16
+# Questions per synthetic chat subtask: a cap on the run's eval sizes. 100 a subtask is what it
+# takes to tell a real move of 10-15 points from noise (report_change); 16 could not.
+CHAT_CAP = 100
 N_MC = 16  # per kind of multiple-choice question
 N_ARITH = 24
 N_WORD = 16
@@ -185,9 +187,9 @@ def write_demo_tasks(run_dir: Path) -> list[Path]:
             [{"prompt": q, "answer": a} for q, a in arith],
         ),
         write_task(
-            out / "word_problems.jsonl",
+            out / "word_problems_unseen.jsonl",
             {
-                "name": "word_problems",
+                "name": "word_problems_unseen",
                 "type": "generative",
                 "format": "chat",
                 "tools": True,

@@ -21,6 +21,7 @@ from chatsmith.eval.report_card import (
     task_cell,
     time_rows,
 )
+from chatsmith.eval.report_change import BPB_TOLERANCE, compare, fmt_change, stage_pairs
 from chatsmith.eval.report_plots import plot_losses, plot_metrics, plot_tasks
 from chatsmith.eval.report_render import Section, to_html, to_markdown
 
@@ -31,7 +32,10 @@ TASK_NOTES = {
     "mc_chat": "multiple choice as a chat turn, by log-likelihood",
     "arith_calc": "arithmetic, calculator allowed",
     "arith_direct": "arithmetic, no calculator",
-    "word_problems": "one-step word problems (GSM8K style), calculator allowed",
+    "word_problems_unseen": "one-step word problems in phrasings no stage trains on (GSM8K style), "
+    "calculator allowed; the demo's model scores 0 at every stage: it answers in the template of "
+    "the multi-step problems it was trained on, with a wrong number, so this measures transfer the "
+    "demo does not reach (the trained kind is the chat task's word_problems subtask)",
 }
 
 
@@ -45,6 +49,7 @@ SUBTASK_LABELS = {
     "spelling": "Spelling",
     "instructions": "Short instructions",
     "multi_turn": "Multi-turn context recall",
+    "word_problems": "Word problems, multi-step, via calculator (RL's target)",
 }
 
 
@@ -96,6 +101,30 @@ def _summary_table(card: dict[str, Any]) -> Section:
     if any(c != "–" for c in core):
         rows.append(["CORE-style", "mean centered %", "", *core])
     return ("table", header, rows)
+
+
+def _change_sections(card: dict[str, Any]) -> list[Section]:
+    """Each figure's change against the stage before, with its 95 % interval; regressions marked."""
+    pairs = stage_pairs(card["stages"], card["evals"])
+    if not pairs:
+        return []
+    per_pair = [
+        {c.task: c for c in compare(card["evals"][a]["tasks"], card["evals"][b]["tasks"])} for a, b in pairs
+    ]
+    names = list(dict.fromkeys(t for ch in per_pair for t in ch))
+    rows = []
+    for t in names:
+        n = max((ch[t].n for ch in per_pair if t in ch), default=0)
+        label = SUBTASK_LABELS.get(t.split("/", 1)[1], t) if "/" in t else t
+        rows.append([label, n, *[fmt_change(ch[t]) if t in ch else "–" for ch in per_pair]])
+    note = (
+        "Change in points against the stage before, with its 95 % interval (Newcombe's score interval "
+        "of a difference of proportions). 🔴 marks a regression (the whole interval below 0), ▲ a gain; "
+        f"bits per byte has no interval and counts as a regression when it rises more than "
+        f"{100 * BPB_TOLERANCE:.0f} %."
+    )
+    header = ["task", "n", *[f"{a} → {b}" for a, b in pairs]]
+    return [("h2", "Change against the previous stage"), ("p", note), ("table", header, rows)]
 
 
 def _stage_sections(card: dict[str, Any], stage: str) -> list[Section]:
@@ -156,6 +185,7 @@ def build_sections(card: dict[str, Any], plots: dict[str, Path | None]) -> list[
         )
     )
     secs += _subtask_tables(card)
+    secs += _change_sections(card)
     if plots.get("tasks"):
         secs.append(("img", plots["tasks"].name, "task figures per stage"))
     secs.append(("h2", "Stages"))

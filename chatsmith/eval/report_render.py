@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from chatsmith.eval.report_change import RED
+
 Section = tuple[Any, ...]
 
 CSS = """
@@ -28,6 +30,7 @@ tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;border:1px solid #e5e5ea;border-radius:6px;margin:.5em 0}
 code{background:#f5f5f7;padding:1px 4px;border-radius:4px}
 li{margin:.2em 0}
+td.bad{color:#c00;font-weight:600}
 .note{color:#555;font-size:13px}
 @media (prefers-color-scheme:dark){body{background:#111;color:#eee}th{background:#222}
 tr:nth-child(even) td{background:#181818}th,td{border-color:#333}code{background:#222}}
@@ -65,6 +68,8 @@ def _data_uri(path: Path) -> str:
 
 def _td(c: Any) -> str:
     text = str(c)
+    if text.startswith(RED):  # a regression (report_change.fmt_change)
+        return f'<td class="num bad">{html.escape(text)}</td>'
     num = bool(re.fullmatch(r"[-–+]?[\d.,]+( %| s)?|–", text))
     return f'<td class="num">{html.escape(text)}</td>' if num else f"<td>{html.escape(text)}</td>"
 

@@ -144,6 +144,15 @@ def evaluate_model(
     return out
 
 
+def _base_limit(run_dir: Path) -> int | None:
+    """The run's eval.base_limit: the base model cannot chat yet, so a few questions a task show
+    that (the demo's chat questions would cost it the most, every answer running to the limit)."""
+    try:
+        return int(json.loads((run_dir / "config.json").read_text())["eval"]["base_limit"]) or None
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 def _file_digest(path: Path) -> str:
     import hashlib
 
@@ -201,6 +210,7 @@ def evaluate_stages(
     st = settings or EvalSettings()
     stages = stages or [s for s in STAGES if (run_dir / s / "model.safetensors").is_file()]
     out: dict[str, dict[str, Any]] = {}
+    base_limit = _base_limit(run_dir)
     for stage in stages:
         t0 = time.time()
         try:
@@ -209,7 +219,7 @@ def evaluate_stages(
                 model,
                 tok,
                 specs,
-                st,
+                replace(st, limit=base_limit) if stage == "base" and base_limit and st.limit is None else st,
                 dtype,
                 cache.checkpoint_key(run_dir / stage),
                 run_dir / "eval" / "cache" if use_cache else None,

@@ -64,6 +64,30 @@ def mixture(n: int, seed: int, split: str, ident: IdentityConfig, words: list[st
     return [gens[rng.choices(names, weights)[0]](rng, split) for _ in range(n)]
 
 
+# RL's prompts: mostly the multi-step word problems it is meant to improve, and some of every
+# other task the demo evaluates, so the policy keeps being rewarded for what SFT taught it
+# (with word problems alone, GRPO made counting and instructions worse). Tasks whose answers
+# the model already always gets right teach nothing (their groups have zero advantage), so
+# the ones it gets partly right weigh more.
+RL_WEIGHTS = {
+    "word_problems": 6,
+    "counting": 2,
+    "instructions": 1,
+    "spelling": 1,
+    "arithmetic": 1,
+    "identity": 0.5,
+    "multi_turn": 0.5,
+}
+
+
+def rl_problems(n: int, seed: int, split: str, ident: IdentityConfig, words: list[str]) -> list[Example]:
+    """n RL prompts from the RL_WEIGHTS mix (graded by this module's check and reward)."""
+    rng = random.Random(seed)
+    gens = generators(ident, words)
+    names, weights = list(RL_WEIGHTS), list(RL_WEIGHTS.values())
+    return [gens[rng.choices(names, weights)[0]](rng, split) for _ in range(n)]
+
+
 # Each task's module by Example.task; every identity_* task is graded as identity, and a task
 # not named here (a task file's own subtask) by whether the answer is in the reply.
 TASKS: dict[str, ModuleType] = {

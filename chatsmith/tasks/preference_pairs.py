@@ -1,10 +1,13 @@
 """The demo's preference pairs: what DPO and the reward model must learn to tell apart.
 
-Three kinds, each a contrast a user would care about:
+Four kinds, each a contrast a user would care about:
 - correct: after the calculator or counting tool answered, the final answer that states the
   tool's result against one that states a wrong number;
 - polite: the plain helpful answer against the same answer wrapped in a rude remark;
-- language: an answer in the user's language against the same answer in the other one.
+- language: an answer in the user's language against the same answer in the other one;
+- exact: the exact answer against a near miss of the kind the SFT model makes (a misspelt
+  spelling, a list that runs past its end, a word repeated once too often, the counted word
+  quoted back wrong), covering the demo's exact-answer tasks.
 Pairs inherit the held-out split of the synthetic task they are built on (a hash of the
 question's key), so held-out pairs never share a question with training pairs.
 """
@@ -82,13 +85,50 @@ def language_pair(rng: random.Random, split: str, ident: IdentityConfig) -> Pref
     return PrefPair(ex.prompt, [ex.messages[-1]], [wrong_lang], f"synthetic:{ex.task}", "language")
 
 
-KINDS = ("correct", "polite", "language")
+def _near_miss(rng: random.Random, text: str, sep: str) -> str:
+    """The answer with one slip: an item of a list dropped, repeated or two items swapped."""
+    items = text.split(sep)
+    i = rng.randrange(len(items))
+    how = rng.choice(["repeat", "drop", "swap"]) if len(items) > 2 else "repeat"
+    if how == "repeat":
+        items.insert(i, items[i])
+    elif how == "drop":
+        items = items[:i] + items[i + 1 :]
+    else:
+        j = (i + 1) % len(items)
+        items[i], items[j] = items[j], items[i]
+    out = sep.join(items)
+    return out if out != text else text + sep + items[-1]
+
+
+def exact_pair(rng: random.Random, split: str, words: list[str]) -> PrefPair:
+    r = rng.random()
+    if r < 0.35:
+        ex = spelling(rng, split, words)
+        wrong = _near_miss(rng, ex.answer, "-")
+    elif r < 0.7:
+        ex = instruction(rng, split, words)
+        sep = ", " if "," in ex.answer else " "
+        wrong = _near_miss(rng, ex.answer, sep) if sep in ex.answer else chr(ord(ex.answer) + 1)
+    else:  # counting: the same count, the word quoted back misspelt
+        ex = counting(rng, split, words)
+        w = ex.meta.get("word", "")
+        final = ex.messages[-1]["content"]
+        bad = _near_miss(rng, "-".join(w), "-").replace("-", "") if len(w) > 1 else w + w
+        wrong = final.replace(f'"{w}"', f'"{bad}"') if bad != w else final + "!"
+    answer = ex.messages[-1]
+    return PrefPair(
+        ex.messages[:-1], [answer], [{**answer, "content": wrong}], f"synthetic:{ex.task}", "exact"
+    )
+
+
+KINDS = ("correct", "polite", "language", "exact")
 
 
 def preference_pairs(
     n: int, seed: int, split: str, ident: IdentityConfig, words: list[str]
 ) -> list[PrefPair]:
-    """n pairs, the three kinds in turn, reproducible from the seed."""
+    """n pairs, the kinds in turn, reproducible from the seed."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -97,6 +137,8 @@ def preference_pairs(
             out.append(correct_pair(rng, split, words))
         elif kind == "polite":
             out.append(polite_pair(rng, split, words))
+        elif kind == "exact":
+            out.append(exact_pair(rng, split, words))
         else:
             out.append(language_pair(rng, split, ident))
     return out

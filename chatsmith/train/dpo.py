@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +22,36 @@ from chatsmith.common.device import autocast
 from chatsmith.common.log import MetricsLog, info
 from chatsmith.data.chat.preferences import EncodedPair, PrefPair, collate
 from chatsmith.model.gpt import GPT
+from chatsmith.train.guard import make_guard, run_guarded
 from chatsmith.train.logprobs import sequence_logps
 from chatsmith.train.pair_stage import fit_pairs, pair_summary, setup_pairs
 
 
 def dpo_loss(
-    pol_c: torch.Tensor, pol_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor, beta: float
+    pol_c: torch.Tensor,
+    pol_r: torch.Tensor,
+    ref_c: torch.Tensor,
+    ref_r: torch.Tensor,
+    beta: float,
+    nll_chosen: torch.Tensor | None = None,
+    rpo_alpha: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The DPO loss of a batch and its figures (implicit rewards, margin, preference accuracy)."""
+    """The DPO loss of a batch and its figures (implicit rewards, margin, preference accuracy).
+
+    With rpo_alpha > 0, plus rpo_alpha x the chosen answers' mean token NLL (`nll_chosen`): the
+    SFT loss as an anchor (RPO, Pang et al. 2024; TRL's `rpo_alpha`). Without it DPO can raise
+    the margin by pushing both answers down, and the chat model's other skills go with them.
+    """
     rew_c, rew_r = beta * (pol_c - ref_c), beta * (pol_r - ref_r)
     margin = rew_c - rew_r
     loss = -F.logsigmoid(margin).mean()
+    extra: dict[str, float] = {}
+    if nll_chosen is not None and rpo_alpha > 0:
+        loss = loss + rpo_alpha * nll_chosen
+        extra["nll_chosen"] = float(nll_chosen.detach())
     rew_c, rew_r, margin = rew_c.detach(), rew_r.detach(), margin.detach()
     return loss, {
+        **extra,
         "reward_chosen": float(rew_c.mean()),
         "reward_rejected": float(rew_r.mean()),
         "reward_margin": float(margin.mean()),
@@ -41,7 +59,7 @@ def dpo_loss(
     }
 
 
-def make_dpo_step(ref: torch.nn.Module, beta: float, device: torch.device) -> Any:
+def make_dpo_step(ref: torch.nn.Module, beta: float, device: torch.device, rpo_alpha: float = 0.0) -> Any:
     """step_fn for the loop: policy log-probs with gradients, the reference's without."""
 
     def step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -50,7 +68,9 @@ def make_dpo_step(ref: torch.nn.Module, beta: float, device: torch.device) -> An
         pol = sequence_logps(model(x), y)
         with torch.no_grad():
             refl = sequence_logps(ref(x), y)
-        return dpo_loss(pol[:B], pol[B:], refl[:B], refl[B:], beta)
+        # Mean NLL per chosen-answer token, as TRL's rpo_alpha term.
+        nll = -pol[:B].sum() / (y[:B] != -1).sum().clamp(min=1)
+        return dpo_loss(pol[:B], pol[B:], refl[:B], refl[B:], beta, nll, rpo_alpha)
 
     return step
 
@@ -110,10 +130,20 @@ def run_dpo(
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     info(f"[dpo] {len(s.train_enc)} training pairs, {len(s.val_enc)} held-out pairs, beta {tc.beta}")
 
-    def evaluate() -> dict[str, float]:
-        return preference_accuracy(model, ref, s.val_enc, tc.beta, device, dtype, tok.bos_id, tc.batch_size)
+    guard = make_guard(cfg, init_dir.parent, tok, tc.guard_tolerance, tc.seq_len)
+    if guard is not None:
+        guard.start(model, device, dtype)
 
-    meta = {"init": str(init_dir), "beta": tc.beta}
-    step = make_dpo_step(ref, tc.beta, device)
-    last = fit_pairs(s, model, out_dir, evaluate, meta, step, device, dtype, metrics, resume)
-    return pair_summary(s, last, ("train_loss", "seconds", "val_pref_acc", "val_margin"), "val_pref_acc_")
+    def evaluate() -> dict[str, float]:
+        out = preference_accuracy(model, ref, s.val_enc, tc.beta, device, dtype, tok.bos_id, tc.batch_size)
+        if guard is not None:
+            out.update(guard.check(model, device, dtype))  # raises StopEarly past the tolerance
+            guard.remember(out)
+        return out
+
+    meta = {"init": str(init_dir), "beta": tc.beta, "rpo_alpha": tc.rpo_alpha}
+    step = make_dpo_step(ref, tc.beta, device, tc.rpo_alpha)
+    fit = partial(fit_pairs, s, model, out_dir, evaluate, meta, step, device, dtype, metrics, resume)
+    last = run_guarded(fit, "dpo", guard, model, tok, out_dir, meta, tc.steps, metrics)
+    keep = ("train_loss", "seconds", "val_pref_acc", "val_margin", "guard_rise", "early_stopped")
+    return pair_summary(s, last, keep, "val_pref_acc_")

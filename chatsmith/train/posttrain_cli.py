@@ -80,9 +80,15 @@ def add_posttrain_parsers(sub: Any) -> None:
         if verb == "rl":
             p.add_argument("--rm", default=None, help="reward model folder (used when rl.rm_weight > 0)")
             p.add_argument(
-                "--data", default=None, help="task file (docs/tasks.md); default: the built-in word problems"
+                "--data", default=None, help="task file (docs/tasks.md); default: the built-in task mixture"
             )
             p.add_argument("--val-data", default=None, help="held-out task file (default: ~15%% of --data)")
+        if verb in ("dpo", "rl"):
+            p.add_argument(
+                "--no-compare",
+                action="store_true",
+                help="skip the closing before/after evaluation on the run's tasks",
+            )
 
 
 def _words(run: Path) -> list[str]:
@@ -188,6 +194,10 @@ def run_posttrain(args: argparse.Namespace, overrides: list[str]) -> int:
     if is_main_process():
         (out.parent / f"{verb}_summary.json").write_text(json.dumps(summary, indent=1))
     info(json.dumps(summary))
+    if verb in ("dpo", "rl") and not args.no_compare:
+        from chatsmith.eval.report_compare import before_after
+
+        before_after(run, init, out, device, dtype, (init.name, out.name))
     return 0
 
 
@@ -242,7 +252,7 @@ def _rl(v: _Verb) -> dict[str, Any]:
     from chatsmith.train.rl_data import rl_data
 
     cfg, args, run = v.cfg, v.args, v.run
-    train, val, task = rl_data(cfg, args.data, args.val_data)
+    train, val, task = rl_data(cfg, args.data, args.val_data, None if args.data else _words(run))
     rm = Path(args.rm) if args.rm else (run / "rm" if (run / "rm").is_dir() else None)
     return run_rl(cfg, v.init, v.out, train, val, task, v.device, v.dtype, v.metrics, rm, resume=args.resume)
 

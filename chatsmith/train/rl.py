@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from chatsmith.model.gpt import GPT
 from chatsmith.tasks.common import Example, Task
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_prompt
+from chatsmith.train.guard import make_guard, run_guarded
 from chatsmith.train.logprobs import token_logps
 from chatsmith.train.loop import Stage, train
 from chatsmith.train.rollout import Sample, Sampler
@@ -62,7 +64,7 @@ def grpo_loss(
         d = ref_logp - logp
         kl = torch.exp(d) - d - 1  # k3: unbiased, always >= 0 (Schulman 2020, "Approximating KL")
         per_tok = per_tok + kl_coef * kl
-        stats["kl"] = float((kl * mask).sum() / mask.sum().clamp(min=1))
+        stats["kl"] = float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))
     n_tok = mask.sum(1).clamp(min=1)
     loss = ((per_tok * mask).sum(1) / n_tok).mean()
     stats["clip_frac"] = float(
@@ -239,17 +241,26 @@ def run_rl(
         info(f"[rl] held-out {summary['task']} before RL: {100 * summary['accuracy_before']:.1f}%")
         metrics.write(step=0, val_accuracy=summary["accuracy_before"])
         reward = make_reward(tc, tok, task.reward, rm_dir, device)
+        guard = make_guard(cfg, init_dir.parent, tok, tc.guard_tolerance, tc.seq_len)
+        if guard is not None:
+            guard.start(model, device, dtype)
+            guard.remember({"val_accuracy": summary["accuracy_before"]})
 
         def evaluate() -> dict[str, float]:
-            return {"val_accuracy": accuracy(sampler, tok, val_problems, check, eval_tokens)}
+            out = {"val_accuracy": accuracy(sampler, tok, val_problems, check, eval_tokens)}
+            if guard is not None:
+                out.update(guard.check(model, device, dtype))  # raises StopEarly past the tolerance
+                guard.remember(out)
+            return out
 
         loader = RolloutLoader(
             sampler, tok, train_problems, reward, check, tc, cfg.run.seed, di.rank, di.world_size
         )
-        stage = Stage(
-            "rl", out_dir, loader, evaluate, {"init": str(init_dir)}, make_grpo_step(tc, device, ref)
-        )
-        last = train(model, tok, stage, tc, device, dtype, metrics, resume=resume, parallel=cfg.run.parallel)
+        meta = {"init": str(init_dir), "kl_coef": tc.kl_coef}
+        stage = Stage("rl", out_dir, loader, evaluate, meta, make_grpo_step(tc, device, ref))
+        par = cfg.run.parallel
+        fit = partial(train, model, tok, stage, tc, device, dtype, metrics, resume=resume, parallel=par)
+        last = run_guarded(fit, "rl", guard, model, tok, out_dir, meta, tc.steps, metrics)
     finally:
         sampler.close()
     return rl_summary(summary, last, metrics, out_dir.parent / "rl.png")
@@ -279,7 +290,7 @@ def rl_summary(
     summary["accuracy_after"] = last.get("val_accuracy", float("nan"))
     summary["seconds"] = last.get("seconds", 0.0)
     for k, v in last.items():
-        if k == "reward" or k.startswith("pass@"):
+        if k in ("reward", "guard_rise", "early_stopped") or k.startswith("pass@"):
             summary[f"last_{k}"] = v
     if metrics.path is not None and dist_info().is_main:
         drawn = plot_rl(read_metrics(metrics.path), plot)

@@ -1,4 +1,4 @@
-"""What `chatsmith rl` trains on: a task file (docs/tasks.md) or the built-in word problems.
+"""What `chatsmith rl` trains on: a task file (docs/tasks.md) or the built-in task mixture.
 
 Either way RL gets the same three things: training examples, held-out examples and the
 task's judge (check + reward). A task file is read by eval's reader, so a malformed line is
@@ -69,21 +69,25 @@ def task_examples(path: str | Path) -> tuple[list[Example], Any]:
     return examples, AnswerTask(name, task.config["extract"])
 
 
-def word_problem_data(cfg: Config) -> tuple[list[Example], list[Example], Any]:
-    """The built-in word problems (tasks/word_problems.py): 5,000 to train on, rl.eval_problems held out."""
-    from chatsmith.tasks import word_problems as task
+def builtin_data(cfg: Config, words: list[str] | None = None) -> tuple[list[Example], list[Example], Any]:
+    """The built-in RL data: 5,000 prompts mixed over the demo's tasks (tasks/mixture.py RL_WEIGHTS),
+    judged by the mixture's check and reward; rl.eval_problems held-out word problems measure it."""
+    from chatsmith.tasks import mixture as task_mixture
+    from chatsmith.tasks.mixture import rl_problems
     from chatsmith.tasks.word_problems import word_problems
 
-    train = word_problems(5000, cfg.run.seed + 5, "train")
-    return train, word_problems(cfg.rl.eval_problems, cfg.run.seed + 6, "heldout"), task
+    train = rl_problems(5000, cfg.run.seed + 5, "train", cfg.identity, words or [])
+    return train, word_problems(cfg.rl.eval_problems, cfg.run.seed + 6, "heldout"), task_mixture
 
 
-def rl_data(cfg: Config, data: str | None, val_data: str | None) -> tuple[list[Example], list[Example], Any]:
+def rl_data(
+    cfg: Config, data: str | None, val_data: str | None, words: list[str] | None = None
+) -> tuple[list[Example], list[Example], Any]:
     """(training examples, held-out examples, judge) for `chatsmith rl [--data F [--val-data F]]`."""
     if not data:
         if val_data:
             raise ChatsmithError("--val-data needs --data (the built-in word problems hold out their own)")
-        return word_problem_data(cfg)
+        return builtin_data(cfg, words)
     examples, judge = task_examples(data)
     if val_data:
         train, (val, _) = examples, task_examples(val_data)

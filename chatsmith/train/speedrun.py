@@ -25,8 +25,9 @@ from chatsmith.common.log import MetricsLog, info
 from chatsmith.common.paths import run_dir
 from chatsmith.eval.report import write_report
 from chatsmith.eval.runner import evaluate_stages
-from chatsmith.tasks import word_problems as word_problem_task
+from chatsmith.tasks import mixture as task_mixture
 from chatsmith.tasks.demo import DemoData
+from chatsmith.tasks.mixture import rl_problems
 from chatsmith.tasks.preference_pairs import preference_pairs
 from chatsmith.tasks.word_problems import word_problems
 from chatsmith.tokenizer.bpe import BPETokenizer
@@ -110,7 +111,7 @@ def speedrun(cfg: Config, resume: str | None = None) -> Path:
     sft_train, sft_val = [e.messages for e in data.chat_train], [e.messages for e in data.chat_val]
     run.stage("sft", run_sft, cfg, out / "base", out / "sft", sft_train, sft_val, device, dtype)
     _preference_stages(run, cfg, data)
-    _rl_stage(run, cfg)
+    _rl_stage(run, cfg, data)
 
     t = time.time()
     evals = evaluate_stages(out, [s for s in STAGES if s != "rm"], device, dtype)  # every rank takes a share
@@ -165,8 +166,9 @@ def _preference_stages(run: _Pipeline, cfg: Config, data: DemoData) -> None:
         run.stage(name, run_stage, cfg, out / "sft", out / name, prefs, val_prefs, run.device, run.dtype)
 
 
-def _rl_stage(run: _Pipeline, cfg: Config) -> None:
-    """GRPO on multi-step word problems, from the DPO model, rewarded by the exact answer."""
+def _rl_stage(run: _Pipeline, cfg: Config, data: DemoData) -> None:
+    """GRPO from the DPO model on multi-step word problems mixed with the other demo tasks
+    (tasks/mixture.py RL_WEIGHTS), rewarded by the exact answer; held-out word problems measure it."""
     seed, out = cfg.run.seed, run.out
     run.stage(
         "rl",
@@ -174,9 +176,9 @@ def _rl_stage(run: _Pipeline, cfg: Config) -> None:
         cfg,
         out / "dpo",
         out / "rl",
-        word_problems(5000, seed + 5, "train"),
+        rl_problems(5000, seed + 5, "train", cfg.identity, data.words),
         word_problems(cfg.rl.eval_problems, seed + 6, "heldout"),
-        word_problem_task,
+        task_mixture,
         run.device,
         run.dtype,
         rm_dir=out / "rm",
