@@ -31,7 +31,7 @@ from chatsmith.tasks.preference_pairs import preference_pairs
 from chatsmith.tasks.word_problems import word_problems
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.train.dpo import run_dpo
-from chatsmith.train.pretrain import run_pretrain
+from chatsmith.train.pretrain import run_pretrain, run_tokenizer
 from chatsmith.train.rl import run_rl
 from chatsmith.train.rm import run_rm
 from chatsmith.train.sft import run_sft
@@ -53,7 +53,7 @@ def prepare_data(cfg: Config, out: Path, reuse: bool) -> tuple[BPETokenizer, dic
 
     With `reuse`, a tokenizer and shards already in `out` are kept (a resumed run).
     """
-    have = (out / "tokenizer" / "tokenizer.json").is_file() and (out / "data" / "pretrain_val.json").is_file()
+    have = (out / "tokenizer" / "tokenizer.json").is_file() and (out / "data" / "manifest.json").is_file()
     data = None
     stages: dict[str, Any] = {"timings": {}}
     if dist_info().is_main and not (reuse and have):
@@ -68,10 +68,10 @@ def prepare_data(cfg: Config, out: Path, reuse: bool) -> tuple[BPETokenizer, dic
         t = time.time()
         tok = BPETokenizer.train(data.tokenizer_texts(), cfg.tokenizer.vocab_size)
         tok.save(out / "tokenizer" / "tokenizer.json")
-        shards = data.write_shards(tok, out / "data")
+        train = next(s for s in data.write_shards(tok, out / "data")["shards"] if s["split"] == "train")
         stages["timings"]["tokenizer"] = time.time() - t
-        ntok = shards["pretrain_train"]["tokens"]
-        bpt = shards["pretrain_train"]["bytes"] / max(1, ntok)
+        ntok = train["tokens"]
+        bpt = train["bytes"] / max(1, ntok)
         stages["tokenizer"] = {"vocab": tok.vocab_size, "bytes/token": round(bpt, 3), "train tokens": ntok}
         info(
             f"[tokenizer] vocab {tok.vocab_size}, {ntok / 1e6:.2f}M training tokens, {bpt:.2f} bytes/token "
@@ -83,15 +83,21 @@ def prepare_data(cfg: Config, out: Path, reuse: bool) -> tuple[BPETokenizer, dic
 
 
 def pretrain_only(cfg: Config, resume: str | None = None) -> Path:
-    """`chatsmith pretrain`: data and tokenizer if the run has none yet, then pretraining into base/."""
+    """`chatsmith pretrain`: on the token folder `data.tokens` (its tokenizer becomes the run's), or
+    else on the demo's data and tokenizer, made first if the run has none yet; into RUN/base/."""
     device, dtype = setup(cfg)
     out = run_dir(cfg.run.name)
     out.mkdir(parents=True, exist_ok=True)
     info(f"chatsmith pretrain → {out}  (device {device}, dtype {str(dtype).replace('torch.', '')})")
-    tok, _, _ = prepare_data(cfg, out, reuse=True)
+    if cfg.data.tokens:
+        tok_dir = Path(cfg.data.tokens).expanduser()
+        tok = run_tokenizer(tok_dir, out)
+    else:
+        tok_dir = out / "data"
+        tok, _, _ = prepare_data(cfg, out, reuse=True)
     metrics = MetricsLog(out / "metrics.jsonl", "pretrain")
     try:
-        run_pretrain(cfg, tok, out / "data", out / "base", device, dtype, metrics, resume=resume)
+        run_pretrain(cfg, tok, tok_dir, out / "base", device, dtype, metrics, resume=resume)
     finally:
         cleanup()
     return out
