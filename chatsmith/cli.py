@@ -91,6 +91,7 @@ def _add_tokenizer(sub: Any) -> None:
     tt.add_argument("--text-field", default="text", help="JSONL field / parquet column holding the text")
     tt.add_argument("--vocab-size", type=int, default=None, help="default: tokenizer.vocab_size")
     tt.add_argument("--preset", default=None, help="a preset for tokenizer.vocab_size and tokenizer.train_mb")
+    tt.add_argument("--skip-bad", action="store_true", help="skip unreadable files and records")
     tt.add_argument("--out", required=True, help="where to write tokenizer.json")
     tt.set_defaults(func=_run_tokenizer_train, takes_overrides=True)
 
@@ -105,7 +106,7 @@ def _run_tokenizer_train(args: argparse.Namespace) -> int:
     counted = {"docs": 0, "bytes": 0}
 
     def texts() -> Any:  # counts what the trainer read, as it reads
-        for text in iter_texts(args.input, args.text_field, budget):
+        for text in iter_texts(args.input, args.text_field, budget, args.skip_bad):
             counted["docs"] += 1
             counted["bytes"] += len(text.encode("utf-8", "surrogatepass"))
             yield text
