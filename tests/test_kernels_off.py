@@ -61,6 +61,7 @@ def both(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any], *args: Any) ->
     return on, fn(*args)
 
 
+@pytest.mark.timeout(1800)  # two compilations of the decode step
 def test_greedy_generation_is_the_same_with_the_kernels_off(monkeypatch, tiny_tok) -> None:
     on, off = both(monkeypatch, greedy_tokens, tiny_tok)
     assert on == off and all(len(t) == 20 for t in on)
