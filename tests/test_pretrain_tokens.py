@@ -179,3 +179,26 @@ def check_tokens(ref: BOSAlignedLoader, rows: np.ndarray) -> None:
             text = row[p + 1 : p + take] if off else row[p : p + take]
             assert row[p] == ref.bos and np.array_equal(text, ref.document(doc)[off : off + len(text)])
             p += take
+
+
+@pytest.mark.timeout(2400)
+def test_the_real_format_speedrun_on_the_cpu_preset_runs_end_to_end(tokens: tuple) -> None:
+    """`speedrun --preset cpu` on the prepared token folder, every stage shrunk: pretrain on the
+    folder (its tokenizer becomes the run's), then SFT, DPO, RM, RL, eval and the report."""
+    tok_dir, home = tokens
+    small = [
+        "--model.depth=2", "--data.corpus_mb=0.25", "--data.chat_train=300", "--data.chat_val=20",
+        "--pretrain.steps=10", "--pretrain.ckpt_every=0", "--sft.steps=10", "--dpo.steps=4",
+        "--dpo.train_pairs=64", "--dpo.val_pairs=16", "--rm.steps=4", "--rm.train_pairs=64",
+        "--rm.val_pairs=16", "--rl.steps=2", "--rl.batch_size=2", "--rl.group_size=2",
+        "--rl.eval_problems=4", "--eval.arithmetic=4", "--eval.counting=4", "--eval.identity=2",
+        "--eval.other=2", "--eval.base_limit=2", "--eval.max_new_tokens=16", "--run.threads=1",
+    ]  # fmt: skip
+    run_ok(cli("speedrun", "--preset", "cpu", f"--data.tokens={tok_dir}", *small), home, timeout=2300)
+    run = home / "runs" / "cpu"
+    assert (run / "report.md").is_file()
+    for stage in ("base", "sft", "dpo", "rm", "rl"):
+        assert (run / stage / "model.safetensors").is_file(), stage
+    meta = json.loads((run / "base" / "meta.json").read_text())
+    assert meta["data"] == str(tok_dir.resolve()) and meta["step"] == 10
+    assert (run / "tokenizer" / "tokenizer.json").read_bytes() == (tok_dir / "tokenizer.json").read_bytes()
