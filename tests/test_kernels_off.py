@@ -39,7 +39,7 @@ def training_losses(dtype: torch.dtype) -> list[float]:
         intermediate_size=128, seq_len=64,
     )  # fmt: skip
     model = build_model(cfg, seed=4)
-    kernels.prepare(model, "train")
+    assert kernels.prepare(model, "train") == kernels.enabled()  # on a CPU the kernel is in when on
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(0, 256, (4, 65), generator=torch.Generator().manual_seed(5))
     out = []
