@@ -82,24 +82,42 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 def _add_tokenizer(sub: Any) -> None:
     t = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on your text")
     tsub = t.add_subparsers(dest="action", required=True)
-    tt = tsub.add_parser("train", help="train on .txt/.md/.jsonl files and write tokenizer.json")
-    tt.add_argument("--input", required=True, help="a file or folder of .txt/.md/.jsonl")
-    tt.add_argument("--vocab-size", type=int, default=4096)
+    tt = tsub.add_parser(
+        "train",
+        help="train on text files, folders, JSONL, parquet or a saved HF dataset and write tokenizer.json; "
+        "streams at most --tokenizer.train_mb of text",
+    )
+    tt.add_argument("--input", required=True, nargs="+", help="files or folders (what data ingest reads)")
+    tt.add_argument("--text-field", default="text", help="JSONL field / parquet column holding the text")
+    tt.add_argument("--vocab-size", type=int, default=None, help="default: tokenizer.vocab_size")
+    tt.add_argument("--preset", default=None, help="a preset for tokenizer.vocab_size and tokenizer.train_mb")
+    tt.add_argument("--skip-bad", action="store_true", help="skip unreadable files and records")
     tt.add_argument("--out", required=True, help="where to write tokenizer.json")
-    tt.set_defaults(func=_run_tokenizer_train)
+    tt.set_defaults(func=_run_tokenizer_train, takes_overrides=True)
 
 
 def _run_tokenizer_train(args: argparse.Namespace) -> int:
-    from chatsmith.data.corpus.text_files import read_documents
+    from chatsmith.common.log import progress
+    from chatsmith.data.corpus.texts import batched, iter_texts
     from chatsmith.tokenizer.bpe import BPETokenizer
 
-    docs = read_documents(args.input)
-    tok = BPETokenizer.train(docs, args.vocab_size)
+    cfg = make_config(args.preset, args.overrides).tokenizer
+    budget = int(cfg.train_mb * 1e6)
+    counted = {"docs": 0, "bytes": 0}
+
+    def texts() -> Any:  # counts what the trainer read, as it reads
+        for text in iter_texts(args.input, args.text_field, budget, args.skip_bad):
+            counted["docs"] += 1
+            counted["bytes"] += len(text.encode("utf-8", "surrogatepass"))
+            yield text
+
+    batches = progress(batched(texts()), desc=f"tokenizer ({cfg.train_mb:g} MB at most)")
+    tok = BPETokenizer.train(batches, args.vocab_size or cfg.vocab_size)
     out_path = Path(args.out)
     tok.save(out_path / "tokenizer.json" if out_path.suffix != ".json" else out_path)
     print(
         f"tokenizer: vocab {tok.vocab_size}, fingerprint {tok.fingerprint()}, "
-        f"{len(docs)} documents -> {out_path}"
+        f"{counted['docs']} documents ({counted['bytes'] / 1e6:.2f} MB) -> {out_path}"
     )
     return 0
 

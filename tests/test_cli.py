@@ -253,7 +253,7 @@ def test_every_verb_registers_its_handler() -> None:
         args = parser.parse_args([verb, *rest])
         assert callable(args.func), verb
         takes = getattr(args, "takes_overrides", False)
-        assert takes == (verb in ("speedrun", "pretrain", "sft", "dpo", "rm", "rl")), verb
+        assert takes == (verb in ("speedrun", "pretrain", "tokenizer", "sft", "dpo", "rm", "rl")), verb
 
 
 def test_verbs_without_a_config_refuse_overrides(capsys: pytest.CaptureFixture) -> None:

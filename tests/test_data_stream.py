@@ -45,7 +45,17 @@ def segments(row: np.ndarray, bos: int) -> list[tuple[int, ...]]:
     return [tuple(int(t) for t in row[a:b]) for a, b in itertools.pairwise(starts)]
 
 
-def test_every_row_starts_with_bos_and_holds_whole_documents(corpus: tuple) -> None:
+def is_piece(seg: tuple[int, ...], docs: list[tuple[int, ...]]) -> bool:
+    """A document's start (BOS + its first tokens) or the rest of a cropped one behind a BOS of its own."""
+    rest = seg[1:]
+    return any(
+        d[: len(seg)] == seg
+        or any(d[o : o + len(rest)] == rest for o in range(1, len(d) - len(rest) + 1))
+        for d in docs
+    )
+
+
+def test_every_row_starts_with_bos_and_holds_documents_or_their_rests(corpus: tuple) -> None:
     tok_dir, tok, docs = corpus
     whole = set(docs)
     loader = BOSAlignedLoader(tok_dir, batch_size=4, seq_len=T, split="all", buffer_size=16)
@@ -59,11 +69,34 @@ def test_every_row_starts_with_bos_and_holds_whole_documents(corpus: tuple) -> N
             row = torch.cat([x[r], y[r, -1:]]).numpy()
             segs = segments(row, tok.bos_id)
             assert sum(len(s) for s in segs) == T + 1
-            assert all(s in whole for s in segs[:-1])  # whole documents ...
-            last = segs[-1]
-            assert any(d[: len(last)] == last for d in docs)  # ... and the last one maybe cropped
-            cropped += last not in whole
+            assert all(s in whole or is_piece(s, docs) for s in segs)
+            cropped += segs[-1] not in whole
     assert loader.epoch >= 1 and cropped > 0
+
+
+def test_two_ranks_see_every_token_of_every_document_once_per_epoch(corpus: tuple) -> None:
+    """Counted on the tokens the ranks' batches hold: each document of epoch 0, rests included."""
+    tok_dir, tok, _ = corpus
+    ranks = [BOSAlignedLoader(tok_dir, batch_size=3, seq_len=T, rank=r, world=2, seed=5) for r in range(2)]
+    ref = ranks[0]
+    counts = np.zeros(ref.documents, np.int64)  # tokens of each document seen in epoch 0
+    while ref.epoch == 0 or any(p[2] == 0 for p in ref.buffer):
+        batches = [ld.next_batch() for ld in ranks]
+        rows = torch.cat([torch.cat([x, y[:, -1:]], 1) for x, y in batches]).numpy()
+        assert ref.last_segments == ranks[1].last_segments
+        for row, segs in zip(rows, ref.last_segments):
+            p = 0
+            for doc, off, take, epoch in segs:
+                piece = row[p : p + take]
+                assert piece[0] == tok.bos_id
+                text = piece[1:] if off else piece  # a rest's BOS is added, not the document's
+                assert np.array_equal(text, ref.document(doc)[off : off + len(text)])
+                if epoch == 0:
+                    assert counts[doc] == off  # pieces come in order, none repeated or skipped
+                    counts[doc] += len(text)
+                p += take
+    assert np.array_equal(counts, ref.doc_len)  # every token of every document, exactly once
+    assert ref.tokens_per_epoch == int(ref.doc_len.sum()) and ref.rows_per_epoch <= ref.rows
 
 
 def test_two_ranks_see_exactly_the_one_rank_batch(corpus: tuple) -> None:

@@ -43,7 +43,8 @@ class IdentityConfig:
 
 @dataclass
 class DataConfig:
-    corpus: str = ""  # a .txt/.md/.jsonl file or folder; empty = the Python stdlib's docstrings
+    tokens: str = ""  # a token folder (`chatsmith data prepare`/`tokenize`) pretraining streams
+    corpus: str = ""  # the demo's .txt/.md/.jsonl file or folder; empty = the Python stdlib's docstrings
     corpus_mb: float = 6.0  # megabytes of corpus text for pretraining
     val_fraction: float = 0.02  # documents held out for validation loss
     chat_train: int = 12000  # synthetic training conversations

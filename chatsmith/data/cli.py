@@ -12,7 +12,8 @@ The pipeline, one verb per stage (each reads the previous stage's folder):
 or all of it at once: `chatsmith data prepare SRC... --tokenizer PATH --out DIR` (DIR/docs, clean, dedup,
 tokens). Thresholds: `--set KEY=VALUE` (space-separated), e.g. `--set rules.min_words=20` for clean,
 `--set threshold=0.8` for dedup; keys are the fields of CleanConfig/QualityConfig and DedupConfig.
-The token folder feeds `stream.BOSAlignedLoader`.
+The token folder (shards, manifest.json and a copy of tokenizer.json) is what
+`chatsmith pretrain --data.tokens DIR` streams (`tokens/stream.BOSAlignedLoader`).
 
 Wiring (chatsmith/cli.py): `add_data_parser(sub)` in build_parser, `run_data(args)` for the `data`
 verb, `bench_data_main(argv)` for `chatsmith bench data`. User mistakes print one line and return 2.

@@ -12,7 +12,7 @@ from chatsmith.common.config import Config
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.data.corpus.stdlib_corpus import stdlib_documents
 from chatsmith.data.corpus.text_files import read_documents
-from chatsmith.data.tokens.shards import write_shard
+from chatsmith.data.tokens.folder import write_token_folder
 from chatsmith.tasks.common import Example, word_list
 from chatsmith.tasks.mixture import EVAL_TASKS, generators, mixture
 from chatsmith.tokenizer.bpe import BPETokenizer
@@ -84,13 +84,11 @@ class DemoData:
         return train, val
 
     def write_shards(self, tok: BPETokenizer, data_dir: Path) -> dict[str, Any]:
+        """The pretraining documents as a token folder (the format `chatsmith data tokenize` writes),
+        its held-out documents in a shard of their own; -> the folder's manifest."""
         train, val = self.pretrain_docs()
-        out = {}
-        for name, docs in (("pretrain_train", train), ("pretrain_val", val)):
-            ids = tok.encode_batch(docs)
-            nbytes = sum(len(d.encode()) for d in docs)
-            out[name] = write_shard(
-                data_dir / f"{name}.bin", ids, tok.bos_id, tok.vocab_size, tok.fingerprint(), bytes=nbytes
-            )
+        manifest = write_token_folder(
+            data_dir, tok, [("pretrain_train", "train", train), ("pretrain_val", "val", val)]
+        )
         (data_dir / "words.json").write_text(json.dumps(self.words))
-        return out
+        return manifest

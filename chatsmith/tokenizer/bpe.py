@@ -26,7 +26,9 @@ class BPETokenizer:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
+    def train(cls, texts: Iterable[str] | Iterable[list[str]], vocab_size: int) -> BPETokenizer:
+        """Train on texts (or batches of texts) as they come: the trainer keeps counts of the
+        pre-tokenized words, not the texts, so an iterator trains in bounded memory."""
         if vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
             raise ChatsmithError(f"tokenizer.vocab_size must be above {256 + len(SPECIAL_TOKENS)}")
         tok = Tokenizer(models.BPE())

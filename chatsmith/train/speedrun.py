@@ -32,7 +32,7 @@ from chatsmith.tasks.preference_pairs import preference_pairs
 from chatsmith.tasks.word_problems import word_problems
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.train.dpo import run_dpo
-from chatsmith.train.pretrain import run_pretrain
+from chatsmith.train.pretrain import run_pretrain, run_tokenizer
 from chatsmith.train.rl import run_rl
 from chatsmith.train.rm import run_rm
 from chatsmith.train.sft import run_sft
@@ -49,12 +49,20 @@ def setup(cfg: Config) -> tuple[torch.device, torch.dtype]:
     return device, pick_dtype(cfg.run.dtype, device)
 
 
+def tokens_dir(cfg: Config, out: Path) -> Path:
+    """The token folder pretraining reads: data.tokens, or the demo's own in RUN/data."""
+    return Path(cfg.data.tokens).expanduser() if cfg.data.tokens else out / "data"
+
+
 def prepare_data(cfg: Config, out: Path, reuse: bool) -> tuple[BPETokenizer, dict[str, Any], DemoData | None]:
-    """Corpus -> tokenizer -> token shards in `out` (rank 0 builds them; the other ranks wait).
+    """Corpus -> tokenizer -> token folder RUN/data (rank 0 builds them; the other ranks wait);
+    with data.tokens, that folder and its tokenizer instead, and only the demo's conversations.
 
     With `reuse`, a tokenizer and shards already in `out` are kept (a resumed run).
     """
-    have = (out / "tokenizer" / "tokenizer.json").is_file() and (out / "data" / "pretrain_val.json").is_file()
+    if cfg.data.tokens:
+        return _real_data(cfg, out)
+    have = (out / "tokenizer" / "tokenizer.json").is_file() and (out / "data" / "manifest.json").is_file()
     data = None
     stages: dict[str, Any] = {"timings": {}}
     if dist_info().is_main and not (reuse and have):
@@ -69,10 +77,10 @@ def prepare_data(cfg: Config, out: Path, reuse: bool) -> tuple[BPETokenizer, dic
         t = time.time()
         tok = BPETokenizer.train(data.tokenizer_texts(), cfg.tokenizer.vocab_size)
         tok.save(out / "tokenizer" / "tokenizer.json")
-        shards = data.write_shards(tok, out / "data")
+        train = next(s for s in data.write_shards(tok, out / "data")["shards"] if s["split"] == "train")
         stages["timings"]["tokenizer"] = time.time() - t
-        ntok = shards["pretrain_train"]["tokens"]
-        bpt = shards["pretrain_train"]["bytes"] / max(1, ntok)
+        ntok = train["tokens"]
+        bpt = train["bytes"] / max(1, ntok)
         stages["tokenizer"] = {"vocab": tok.vocab_size, "bytes/token": round(bpt, 3), "train tokens": ntok}
         info(
             f"[tokenizer] vocab {tok.vocab_size}, {ntok / 1e6:.2f}M training tokens, {bpt:.2f} bytes/token "
@@ -83,16 +91,33 @@ def prepare_data(cfg: Config, out: Path, reuse: bool) -> tuple[BPETokenizer, dic
     return tok, stages, data
 
 
+def _real_data(cfg: Config, out: Path) -> tuple[BPETokenizer, dict[str, Any], DemoData | None]:
+    """A token folder's run: its tokenizer becomes the run's; the conversations and the words of the
+    spelling tasks are the demo's (built from the standard library, not from the folder)."""
+    tok = run_tokenizer(tokens_dir(cfg, out), out)
+    data = None
+    if dist_info().is_main:
+        data = DemoData(cfg)
+        (out / "data").mkdir(parents=True, exist_ok=True)
+        (out / "data" / "words.json").write_text(json.dumps(data.words))
+    barrier()
+    return tok, {"timings": {}}, data
+
+
 def pretrain_only(cfg: Config, resume: str | None = None) -> Path:
-    """`chatsmith pretrain`: data and tokenizer if the run has none yet, then pretraining into base/."""
+    """`chatsmith pretrain`: on the token folder `data.tokens` (its tokenizer becomes the run's), or
+    else on the demo's data and tokenizer, made first if the run has none yet; into RUN/base/."""
     device, dtype = setup(cfg)
     out = run_dir(cfg.run.name)
     out.mkdir(parents=True, exist_ok=True)
     info(f"chatsmith pretrain → {out}  (device {device}, dtype {str(dtype).replace('torch.', '')})")
-    tok, _, _ = prepare_data(cfg, out, reuse=True)
+    if cfg.data.tokens:
+        tok = run_tokenizer(tokens_dir(cfg, out), out)
+    else:
+        tok, _, _ = prepare_data(cfg, out, reuse=True)
     metrics = MetricsLog(out / "metrics.jsonl", "pretrain")
     try:
-        run_pretrain(cfg, tok, out / "data", out / "base", device, dtype, metrics, resume=resume)
+        run_pretrain(cfg, tok, tokens_dir(cfg, out), out / "base", device, dtype, metrics, resume=resume)
     finally:
         cleanup()
     return out
@@ -107,7 +132,7 @@ def speedrun(cfg: Config, resume: str | None = None) -> Path:
     if data is None:
         data = DemoData(cfg)  # the conversations and eval questions (the shards were reused or rank 0's)
 
-    run.stage("pretrain", run_pretrain, cfg, tok, out / "data", out / "base", device, dtype)
+    run.stage("pretrain", run_pretrain, cfg, tok, tokens_dir(cfg, out), out / "base", device, dtype)
     sft_train, sft_val = [e.messages for e in data.chat_train], [e.messages for e in data.chat_val]
     run.stage("sft", run_sft, cfg, out / "base", out / "sft", sft_train, sft_val, device, dtype)
     _preference_stages(run, cfg, data)

@@ -1,4 +1,5 @@
-"""The pretraining batches: consecutive token rows from a memory-mapped shard.
+"""Consecutive token rows from one in-memory token array: the training benchmark's and the
+training loop tests' loader. Pretraining itself streams token folders (`stream.py`).
 
 A deterministic function of (tokens, position), with `state_dict()` / `load_state_dict()`
 so a resumed run continues with exactly the batch the interrupted run would have seen next.

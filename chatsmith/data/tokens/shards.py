@@ -2,29 +2,38 @@
 
 Each document is written as BOS followed by its tokens, so the loader can align
 sequences to document starts. The manifest records the tokenizer's fingerprint: a shard
-made by another tokenizer is refused instead of producing garbage.
+made by another tokenizer is refused instead of producing garbage. The writer also leaves the
+shard's document index (`doc_index.py`) beside it, so no reader has to scan the tokens.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from chatsmith.common.errors import ChatsmithError
+from chatsmith.data.tokens.doc_index import cached_doc_index
 
 
 def dtype_for(vocab_size: int) -> type:
+    """uint16 while every id fits (ids < 65536), uint32 beyond."""
     return np.uint16 if vocab_size <= 65536 else np.uint32
 
 
 def write_shard(
-    path: Path, docs: list[list[int]], bos_id: int, vocab_size: int, fingerprint: str, **extra: Any
+    path: Path,
+    docs: Sequence[Sequence[int] | np.ndarray],
+    bos_id: int,
+    vocab_size: int,
+    fingerprint: str,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """Write docs (lists of ids) as one shard; atomic: a temporary name, then rename."""
+    """Write docs (lists or arrays of ids) as one shard; atomic: a temporary name, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     dt = dtype_for(vocab_size)
     lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))
@@ -37,6 +46,7 @@ def write_shard(
     tmp = path.with_suffix(".bin.tmp")
     flat.tofile(tmp)
     os.replace(tmp, path)
+    cached_doc_index(path, flat, bos_id)  # while the tokens are in memory: readers never scan
     manifest = {
         "file": path.name,
         "dtype": np.dtype(dt).name,

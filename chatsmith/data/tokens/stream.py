@@ -1,22 +1,25 @@
-"""A BOS-aligned pretraining loader over a folder of token shards (`tokenize_shards.py`'s output).
+"""A BOS-aligned pretraining loader over a token folder (`folder.py`; `chatsmith data tokenize`).
 
-Every row of T+1 tokens starts at a document boundary, with BOS, so the model never sees text
-whose beginning was cut off (nanochat's BOS-aligned best-fit loader). A row is filled from a small
-buffer of documents: the longest that still fits whole goes next; when none fits, the shortest
-is cropped to fill the row exactly and its rest is dropped. No padding, little cropping.
+Every row of T+1 tokens starts with BOS (nanochat's BOS-aligned best-fit loader). A row is filled
+from a small buffer of documents: the longest that still fits whole goes next; when none fits,
+the shortest is cropped to fill the row exactly. Unlike nanochat, the cropped rest is not
+dropped: it goes back into the buffer as a piece of its own, behind a BOS of its own, so an
+epoch trains on every token of every document exactly once. No padding.
 
 Distributed: every rank computes the same global stream of rows (cheap: lengths only) and
 materialises its own slice, rows [r*B, (r+1)*B) of each global batch of W*B rows, so W ranks
 together see exactly the batch one rank sees with batch size W*B, and the state after a step is
 the same on every rank. `state_dict()` holds the epoch, the cursor and the buffer: a resumed run
-continues with exactly the next batch. Train and validation documents are split by a hash of
-their tokens, so they never overlap, and identical copies of a document land on the same side.
-Interface as `loaders.PretrainLoader`: `next_batch() -> (x, y)`, LongTensors of shape (B, T).
+continues with exactly the next batch. Validation documents are the folder's `"split": "val"`
+shards where it has them; otherwise train and validation are split by a hash of each document's
+tokens, so they never overlap, and identical copies of a document land on the same side.
+`next_batch() -> (x, y)`, LongTensors of shape (B, T); `tokens_per_epoch` / `rows_per_epoch`
+size an epoch for the whole world.
 """
 
 from __future__ import annotations
 
-import os
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,75 +27,13 @@ import numpy as np
 import torch
 
 from chatsmith.common.errors import ChatsmithError
+from chatsmith.data.tokens.doc_index import cached_doc_index, in_val
+from chatsmith.data.tokens.folder import has_val_shards, read_manifest
 from chatsmith.data.tokens.shards import open_shard
-from chatsmith.data.tokens.tokenize_shards import read_manifest
-
-_BLOCK = 1 << 23  # tokens hashed at a time (bounds the memory of the vectorised hash)
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, elementwise (uint64 arithmetic wraps)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * _M1
-    x = x ^ (x >> np.uint64(27))
-    x = x * _M2
-    return x ^ (x >> np.uint64(31))
-
-
-def doc_index(arr: np.ndarray, bos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(starts, lengths, content hashes) of the documents of one shard; each starts with BOS."""
-    starts = np.flatnonzero(arr == bos).astype(np.int64)
-    if arr.size and (starts.size == 0 or starts[0] != 0):
-        raise ChatsmithError("token shard does not start with BOS: not a document-aligned shard")
-    lengths = np.diff(np.append(starts, arr.size)).astype(np.int64)
-    hashes = np.empty(starts.size, dtype=np.uint64)
-    i = 0
-    with np.errstate(over="ignore"):
-        while i < starts.size:
-            j = max(i + 1, int(np.searchsorted(starts, starts[i] + _BLOCK, side="right")) - 1)
-            lo, hi = starts[i], starts[j - 1] + lengths[j - 1]
-            toks = np.asarray(arr[lo:hi], dtype=np.uint64)
-            pos = (np.arange(lo, hi, dtype=np.int64) - np.repeat(starts[i:j], lengths[i:j])).astype(np.uint64)
-            x = _mix(toks ^ (pos << np.uint64(32)) ^ np.uint64(0x9E3779B97F4A7C15))
-            hashes[i:j] = _mix(np.add.reduceat(x, starts[i:j] - lo) ^ lengths[i:j].astype(np.uint64))
-            i = j
-    return starts, lengths, hashes
-
-
-def cached_doc_index(path: Path, arr: np.ndarray, bos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """doc_index, kept beside the shard (`NAME.index.npz`) so later runs and other ranks skip the scan.
-
-    The cache records the shard's size and modification time; a re-tokenized shard is scanned
-    again. A folder we cannot write to just means no cache.
-    """
-    cache = path.with_suffix(".index.npz")
-    st = path.stat()
-    stamp = np.array([st.st_size, st.st_mtime_ns, bos], dtype=np.int64)
-    try:
-        with np.load(cache) as z:
-            if np.array_equal(z["stamp"], stamp):
-                return z["starts"], z["lengths"], z["hashes"]
-    except (OSError, ValueError, KeyError):
-        pass
-    starts, lengths, hashes = doc_index(arr, bos)
-    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")  # ranks may race: each renames its own
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, stamp=stamp, starts=starts, lengths=lengths, hashes=hashes)
-        os.replace(tmp, cache)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-    return starts, lengths, hashes
-
-
-def in_val(hashes: np.ndarray, val_fraction: float) -> np.ndarray:
-    """Whether each document belongs to the validation split (by its hash, so stable and disjoint)."""
-    return (hashes % np.uint64(1_000_000)) < np.uint64(round(val_fraction * 1_000_000))
 
 
 class BOSAlignedLoader:
-    """Rows of T+1 tokens packed from whole documents, each starting with BOS; resumable; rank-sliced."""
+    """Rows of T+1 tokens packed from documents, each row starting with BOS; resumable; rank-sliced."""
 
     def __init__(
         self,
@@ -121,14 +62,32 @@ class BOSAlignedLoader:
         self.B, self.T, self.rank, self.world = batch_size, seq_len, rank, world
         self.seed, self.buffer_size, self.split = seed, buffer_size, split
         self.bos = int(m["bos_id"])
+        self._index(tok_dir, m, val_fraction)
+        if self.doc_len.size == 0:
+            raise ChatsmithError(
+                f"{tok_dir}: no documents in the {split} split (val_fraction={val_fraction})"
+            )
+        # The buffer holds pieces [document, offset, epoch]: offset 0 is a whole document, more is
+        # the rest of a cropped one; the epoch is the one whose order brought the document in.
+        self.epoch, self.cursor, self.rows = 0, 0, 0
+        self.buffer: list[list[int]] = []
+        self.last_segments: list[list[tuple[int, int, int, int]]] = []  # the last global batch's rows
+        self._order_epoch, self._order = -1, np.zeros(0, np.int64)
+
+    def _index(self, tok_dir: Path, m: dict[str, Any], val_fraction: float) -> None:
+        """Memory-map the split's shards and gather their document index (no token is read)."""
+        labeled = has_val_shards(m)
         self.arrays: list[np.ndarray] = []
         shard_ids, starts, lengths = [], [], []
         for s in m["shards"]:
-            if not s["documents"]:
+            if not s["documents"] or (labeled and self.split not in ("all", s.get("split", "train"))):
                 continue
             arr = open_shard(tok_dir / s["file"], m["tokenizer"])
             st, ln, h = cached_doc_index(tok_dir / s["file"], arr, self.bos)
-            keep = np.ones(st.size, bool) if split == "all" else in_val(h, val_fraction) == (split == "val")
+            if labeled or self.split == "all":
+                keep = np.ones(st.size, bool)
+            else:
+                keep = in_val(h, val_fraction) == (self.split == "val")
             shard_ids.append(np.full(int(keep.sum()), len(self.arrays), dtype=np.int32))
             starts.append(st[keep])
             lengths.append(ln[keep])
@@ -136,16 +95,21 @@ class BOSAlignedLoader:
         self.doc_shard = np.concatenate(shard_ids) if shard_ids else np.zeros(0, np.int32)
         self.doc_start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
         self.doc_len = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-        if self.doc_len.size == 0:
-            raise ChatsmithError(
-                f"{tok_dir}: no documents in the {split} split (val_fraction={val_fraction})"
-            )
-        self.epoch, self.cursor, self.buffer, self.rows = 0, 0, [], 0
-        self._order_epoch, self._order = -1, np.zeros(0, np.int64)
 
     @property
     def documents(self) -> int:
         return int(self.doc_len.size)
+
+    @property
+    def tokens_per_epoch(self) -> int:
+        """Tokens of this split, BOS included: what one epoch trains on, all ranks together."""
+        return int(self.doc_len.sum())
+
+    @property
+    def rows_per_epoch(self) -> int:
+        """Rows of T+1 tokens one epoch fills, all ranks together (each cropped document's rest
+        adds one BOS, so an epoch may run a few rows past this)."""
+        return math.ceil(self.tokens_per_epoch / (self.T + 1))
 
     def document(self, i: int) -> np.ndarray:
         """The tokens (BOS first) of document i of this split."""
@@ -160,37 +124,47 @@ class BOSAlignedLoader:
 
     def _refill(self) -> None:
         while len(self.buffer) < self.buffer_size:
-            self.buffer.append(int(self._order_of(self.epoch)[self.cursor]))
+            self.buffer.append([int(self._order_of(self.epoch)[self.cursor]), 0, self.epoch])
             self.cursor += 1
             if self.cursor == self.documents:
                 self.epoch, self.cursor = self.epoch + 1, 0
 
-    def _next_row(self) -> list[tuple[int, int]]:
-        """(document, tokens taken from its start) segments filling one row of T+1 tokens."""
+    def _next_row(self) -> list[tuple[int, int, int, int]]:
+        """(document, offset, tokens, epoch) segments filling one row of T+1 tokens; a segment with
+        an offset is BOS followed by tokens - 1 of the document's tokens from that offset."""
         need, segs = self.T + 1, []
         while need > 0:
             self._refill()
-            lens = self.doc_len[self.buffer]
+            lens = np.array([int(self.doc_len[d]) - o + (o > 0) for d, o, _ in self.buffer])
             fits = lens <= need
-            if fits.any():  # best fit: the longest whole document that fits
+            if fits.any():  # best fit: the longest piece that fits whole
                 i = int(np.argmax(np.where(fits, lens, -1)))
                 take = int(lens[i])
-            else:  # nothing fits: crop the shortest, losing the least text
+            else:  # nothing fits: crop the shortest; its rest waits in the buffer
                 i = int(np.argmin(lens))
                 take = need
-            segs.append((self.buffer.pop(i), take))
+            doc, off, epoch = self.buffer.pop(i)
+            segs.append((doc, off, take, epoch))
+            end = off + take - (off > 0)
+            if end < self.doc_len[doc]:
+                self.buffer.append([doc, end, epoch])
             need -= take
         self.rows += 1
         return segs
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [self._next_row() for _ in range(self.B * self.world)]
+        self.last_segments = rows
         buf = np.empty((self.B, self.T + 1), dtype=np.int64)
         for r, segs in enumerate(rows[self.rank * self.B : (self.rank + 1) * self.B]):
             p = 0
-            for doc, take in segs:
-                s = int(self.doc_start[doc])
-                buf[r, p : p + take] = self.arrays[self.doc_shard[doc]][s : s + take]
+            for doc, off, take, _ in segs:
+                s, arr = int(self.doc_start[doc]) + off, self.arrays[self.doc_shard[doc]]
+                if off:
+                    buf[r, p] = self.bos
+                    buf[r, p + 1 : p + take] = arr[s : s + take - 1]
+                else:
+                    buf[r, p : p + take] = arr[s : s + take]
                 p += take
         t = torch.from_numpy(buf)
         return t[:, :-1], t[:, 1:]
@@ -199,7 +173,7 @@ class BOSAlignedLoader:
         return {
             "epoch": self.epoch,
             "cursor": self.cursor,
-            "buffer": list(self.buffer),
+            "buffer": [list(p) for p in self.buffer],
             "rows": self.rows,
             "documents": self.documents,
             "seed": self.seed,
@@ -213,6 +187,8 @@ class BOSAlignedLoader:
                 f"but the data has {self.documents} {self.split} documents: "
                 "resume with the data the run started with"
             )
+        if any(not isinstance(p, list) or len(p) != 3 for p in state["buffer"]):
+            raise ChatsmithError("loader state comes from an older loader: start the stage afresh")
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
-        self.buffer, self.rows = [int(b) for b in state["buffer"]], int(state["rows"])
+        self.buffer, self.rows = [[int(v) for v in p] for p in state["buffer"]], int(state["rows"])
         self.seed = int(state["seed"])

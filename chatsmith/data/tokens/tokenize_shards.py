@@ -6,7 +6,8 @@ document is BOS + its tokens), written by a `multiprocessing` worker that loads 
 from its tokenizer.json once. `write_shard` writes under a temporary name and renames, the
 `.bin` before its `.json`, so a shard whose `.json` is there and agrees with its input and
 tokenizer is complete. After a crash or a SIGKILL a re-run skips the complete shards and redoes
-the rest; `manifest.json`, the sum over all shards, is written last. Nothing is counted twice or
+the rest; a copy of the tokenizer, then `manifest.json` (the sum over all shards; `folder.py`)
+are written last. Nothing is counted twice or
 lost, whatever the moment of the interruption.
 
 A document's text could contain the BOS marker literally; its id is removed from the document's
@@ -25,19 +26,17 @@ from typing import Any
 import numpy as np
 
 from chatsmith.common import log
-from chatsmith.common.errors import ChatsmithError
 from chatsmith.data.corpus.docshards import (
     check_distinct,
     list_doc_shards,
     read_row_group,
     row_groups,
-    write_json,
 )
-from chatsmith.data.tokens.shards import dtype_for, write_shard
+from chatsmith.data.tokens.folder import MANIFEST, finish_folder, read_manifest
+from chatsmith.data.tokens.shards import write_shard
 from chatsmith.tokenizer.bpe import BPETokenizer
 
-MANIFEST = "manifest.json"
-FORMAT = "chatsmith-token-shards/1"
+__all__ = ["MANIFEST", "read_manifest", "tokenize_dir"]
 
 _worker_tok: BPETokenizer | None = None
 
@@ -181,8 +180,7 @@ def tokenize_dir(
         for t in log.progress(pending, total=len(pending), desc="tokenize"):
             done[t["out"]] = _encode_chunk(t)
     manifests = [done[t["out"]] for t in tasks]
-    manifest = summarize(manifests, tok, in_dir)
-    write_json(out_dir / MANIFEST, manifest)
+    manifest = finish_folder(out_dir, tok, manifests, docs_dir=str(in_dir.resolve()))
     if not quiet:
         text_tokens = max(1, manifest["tokens"] - manifest["documents"])
         log.info(
@@ -191,39 +189,3 @@ def tokenize_dir(
             f"-> {out_dir}"
         )
     return manifest
-
-
-def summarize(manifests: list[dict[str, Any]], tok: BPETokenizer, in_dir: Path) -> dict[str, Any]:
-    sources: Counter = Counter()
-    for m in manifests:
-        sources.update(m.get("sources", {}))
-    return {
-        "format": FORMAT,
-        "tokenizer": tok.fingerprint(),
-        "vocab_size": tok.vocab_size,
-        "dtype": np.dtype(dtype_for(tok.vocab_size)).name,
-        "bos_id": tok.bos_id,
-        "documents": sum(m["documents"] for m in manifests),
-        "tokens": sum(m["tokens"] for m in manifests),
-        "bytes": sum(m.get("bytes", 0) for m in manifests),
-        "empty_documents": sum(m.get("empty_documents", 0) for m in manifests),
-        "bos_in_text": sum(m.get("bos_in_text", 0) for m in manifests),
-        "sources": dict(sorted(sources.items())),
-        "docs_dir": str(in_dir.resolve()),
-        "shards": [
-            {"file": m["file"], "documents": m["documents"], "tokens": m["tokens"]} for m in manifests
-        ],
-    }
-
-
-def read_manifest(tok_dir: str | Path) -> dict[str, Any]:
-    p = Path(tok_dir).expanduser() / MANIFEST
-    if not p.is_file():
-        raise ChatsmithError(f"{p} does not exist: tokenize the data first (`chatsmith data tokenize`)")
-    try:
-        m = json.loads(p.read_text())
-    except ValueError as e:
-        raise ChatsmithError(f"{p}: not valid JSON ({e})") from None
-    if m.get("format") != FORMAT:
-        raise ChatsmithError(f"{p}: not a chatsmith token-shard manifest")
-    return m
