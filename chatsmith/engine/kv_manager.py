@@ -109,7 +109,10 @@ class KVManager:
                 n += 1
             if n > best:
                 best, best_slot = n, slot
-        best = min(best, len(prompt) - 1)  # the last prompt token must run to give logits
+        # The last prompt token must run to give logits; two run, so that the rest of the
+        # prompt goes through the same (compiled) prefill as a whole prompt does, never the
+        # eager path of a single token (runner.prefill_packed).
+        best = min(best, len(prompt) - 2)
         if best >= MIN_PREFIX:
             self.cache.copy_slot(best_slot, seq.slot, best)
             seq.fed, seq.todo = best, list(prompt[best:])

@@ -67,8 +67,14 @@ class ModelRunner:
             self.prefiller = None
 
     def prefill_chunk(self, slot: int, ids: list[int], all_logits: bool = False) -> torch.Tensor:
-        """Feed ids into slot after what it holds; logits (T, V) of every position, or (1, V) of the last."""
+        """Feed ids into slot after what it holds; logits (T, V) of every position, or (1, V) of the last.
+
+        Through the compiled prefill graph where there is one, as packed prompts go: a prompt
+        token is then computed alike whether its prompt came whole, in chunks or after a
+        cached prefix (greedy decoding gives the same tokens either way)."""
         with self.autocast or contextlib.nullcontext():
+            if self.prefiller is not None and not all_logits and len(ids) > 1:
+                return self.prefiller([(slot, ids)])[0]
             return eager_prefill(self.model, self.cache, [(slot, ids)], last_only=not all_logits)
 
     def prefill_packed(

@@ -197,6 +197,8 @@ class Scheduler:
         seq = self.prefilling
         if seq is None:
             return 0
+        if len(seq.todo) == budget + 1 and budget > 2:
+            budget -= 1  # leave two tokens, not one, for the next chunk: see runner.prefill_chunk
         ids, seq.todo = seq.todo[:budget], seq.todo[budget:]
         want_all = seq.prompt_logprobs is not None and not seq.resumed
         logits = self._forward_chunk(seq, ids, all_logits=want_all)
