@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.common.log import warn
+from chatsmith.common.log import info, warn
 from chatsmith.engine.memory import plan_kv
 from chatsmith.engine.runner import cache_dtype
 from chatsmith.engine.sampling import SamplingParams
@@ -63,6 +63,7 @@ class Engine:
         if dtype is not None and dtype != model.embed_tokens.weight.dtype:
             model = model.to(dtype)
         model.eval()
+        self._born = time.perf_counter()
         self.model, self.tok = model, tok
         if max_batch < 1:
             raise ChatsmithError(f"max_batch must be >= 1, got {max_batch}")
@@ -104,6 +105,9 @@ class Engine:
             )
             self._thread.start()
             ready.wait()
+            took = time.perf_counter() - self._born
+            how = "compiled" if self.sched.runner.decoder is not None else "eager"
+            info(f"engine ready in {took:.1f} s ({how}; {self.kv_plan.describe()})")
         return self
 
     def shutdown(self, drain: bool = True, timeout: float | None = None) -> None:

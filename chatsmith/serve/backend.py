@@ -86,7 +86,6 @@ class Backend:
             kv_budget=self.kv_budget,
             max_context=self.max_context,
         )
-        info(self.engine.kv_plan.describe())
         self.engine.start()
         self.tok = tok
         self.created = int(time.time())
