@@ -80,17 +80,14 @@ def bench_generate(
     gguf: str | None = None,
     memory: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure both engines on one checkpoint; the dict `bench_generate_main` prints.
-    prefix_tokens: the shared start of the prefix-cache figure (default: 512, or what fits);
-    gguf: a GGUF of the same weights to time llama.cpp on; memory: the engine's kv_budget
-    and max_context."""
+    """Measure both engines on one checkpoint; the dict `bench_generate_main` prints. gguf: a
+    GGUF of the same weights to time llama.cpp on; memory: the engine's kv_budget, max_context."""
     _check_counts(prompt_tokens, new_tokens, repeats)
     dev = pick_device(device)
     if dtype != "auto" and dtype not in DTYPES:
         raise ChatsmithError(f"unknown dtype '{dtype}'; choose auto, float32 or bfloat16")
     dt = pick_dtype(dtype, dev)
     dtype_name = "bfloat16" if dt == torch.bfloat16 else "float32"
-
     model, tok, _ = load_checkpoint(Path(model_path), dev)
     positions = model.cfg.seq_len  # the context, and the exported max_position_embeddings
     if prompt_tokens + new_tokens > positions:
@@ -98,16 +95,10 @@ def bench_generate(
             f"--prompt-tokens + --new-tokens ({prompt_tokens + new_tokens}) exceed the model's context "
             f"({positions} tokens)"
         )
-    if prefix_tokens is None:
-        prefix_tokens = min(512, positions - 2)
-    if not 16 <= prefix_tokens <= positions - 2:
-        raise ChatsmithError(f"--prefix-tokens must be in [16, {positions - 2}], got {prefix_tokens}")
-    if gguf is not None and not Path(gguf).is_file():
-        raise ChatsmithError(f"no GGUF file at {gguf}")
+    prefix_tokens = _check_extras(positions, prefix_tokens, gguf)
     transformers = load_transformers()
     prompt = build_prompt(tok, prompt_tokens)
-    x = torch.tensor([prompt], dtype=torch.long, device=dev)
-    k = min(MATCH_TOKENS, new_tokens)
+    x, k = torch.tensor([prompt], dtype=torch.long, device=dev), min(MATCH_TOKENS, new_tokens)
 
     with tempfile.TemporaryDirectory(prefix="chatsmith-bench-generate-") as tmp:
         hf = load_exported(transformers, model, tok, Path(tmp), dev)
@@ -133,12 +124,28 @@ def bench_generate(
     match = {"tokens_match": tokens_match, "match_tokens": cut}
     r = _report(head, repeats, concurrency, ours, theirs, transformers.__version__, match)
     if gguf is not None:
-        text = tok.decode(build_prompt(tok, prompt_tokens))
-        lc = llama_figures(gguf, text, prompt_tokens, new_tokens, repeats, torch.get_num_threads())
-        r["llama_cpp"] = {**lc, "gguf": str(gguf)}
-        r["ratio_decode_vs_llama_cpp"] = round(r["chatsmith"]["decode_tok_s"] / lc["decode_tok_s"], 4)
-        r["ratio_ttft_vs_llama_cpp"] = round(lc["ttft_s"] / r["chatsmith"]["ttft_s"], 4)
+        _add_llama_cpp(r, gguf, tok.decode(prompt), repeats)
     return r
+
+
+def _add_llama_cpp(r: dict[str, Any], gguf: str, text: str, repeats: int) -> None:
+    """llama.cpp's figures on the GGUF for the same prompt text and counts, and the ratios."""
+    lc = llama_figures(gguf, text, r["prompt_tokens"], r["new_tokens"], repeats, torch.get_num_threads())
+    r["llama_cpp"] = {**lc, "gguf": str(gguf)}
+    r["ratio_decode_vs_llama_cpp"] = round(r["chatsmith"]["decode_tok_s"] / lc["decode_tok_s"], 4)
+    r["ratio_ttft_vs_llama_cpp"] = round(lc["ttft_s"] / r["chatsmith"]["ttft_s"], 4)
+
+
+def _check_extras(positions: int, prefix_tokens: int | None, gguf: str | None) -> int:
+    """The prefix-cache figure's shared tokens (default 512, or what fits), after checking
+    them and the GGUF's path."""
+    if prefix_tokens is None:
+        prefix_tokens = min(512, positions - 2)
+    if not 16 <= prefix_tokens <= positions - 2:
+        raise ChatsmithError(f"--prefix-tokens must be in [16, {positions - 2}], got {prefix_tokens}")
+    if gguf is not None and not Path(gguf).is_file():
+        raise ChatsmithError(f"no GGUF file at {gguf}")
+    return prefix_tokens
 
 
 def _report(
