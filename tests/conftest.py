@@ -19,8 +19,8 @@ from chatsmith.model.kv_cache import SlotKVCache
 from chatsmith.tokenizer.bpe import BPETokenizer
 
 # Compiled graphs are cached under CHATSMITH_HOME (engine/decode.py); the tests that point it
-# at a fresh folder would compile cold each time: one cache, torch's default, for the run.
-_INDUCTOR_CACHE = os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
+# at a fresh folder would compile cold each time: one cache of their own for every run.
+_INDUCTOR_CACHE = os.path.join(tempfile.gettempdir(), f"chatsmith_tests_inductor_{getpass.getuser()}")
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", _INDUCTOR_CACHE)
 
 _ENGLISH = [

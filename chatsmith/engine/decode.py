@@ -64,8 +64,14 @@ def compile_own(method: Callable[..., Any], obj: object) -> Callable[..., Any]:
 def use_disk_cache() -> None:
     """Keep inductor's compiled graphs (its FX graph and AOTAutograd caches, on by default)
     under CHATSMITH_HOME/compile unless TORCHINDUCTOR_CACHE_DIR says otherwise: they outlive
-    /tmp, torch's default, so a later start of the same model finds them and only traces."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home() / "compile"))
+    /tmp, torch's default, so a later start of the same model finds them and only traces.
+    Importing inductor already set the variable to torch's default, so that value counts as
+    unset; inductor reads it at each compile."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    now = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if now is None or os.path.abspath(now) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(home() / "compile")
 
 
 def decode_store(cache: SlotKVCache) -> StoreFn | None:
