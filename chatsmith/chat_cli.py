@@ -1,14 +1,21 @@
-"""`chatsmith chat`: a terminal chat that streams tokens and runs the built-in tools."""
+"""`chatsmith chat`: a terminal chat that streams tokens and runs the built-in tools.
+
+It takes serve's fast path by default: bf16 weights where the CPU is fast at them and the
+decode step compiled (engine/decode.py; graphs cached on disk, so a second start is quick).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
+
 from chatsmith.checkpoint import load_checkpoint
-from chatsmith.common.device import pick_device
+from chatsmith.common.device import pick_device, pick_dtype
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.engine.generate import Generator
 from chatsmith.engine.sampling import SamplingParams
@@ -50,10 +57,20 @@ def chat_main(
     system: str | None,
     verbose: bool,
     device: str = "auto",
-    compile: bool = False,
+    compile: bool = True,
+    dtype: str = "auto",
+    kv_budget: str | None = None,
+    max_context: int | None = None,
 ) -> int:
-    model, tok, meta = load_checkpoint(model_path, pick_device(device))
-    gen = Generator(model, tok, compile=compile)
+    t0 = time.perf_counter()
+    dev = pick_device(device)
+    model, tok, meta = load_checkpoint(model_path, dev)
+    model = model.to(chat_dtype(dtype, dev, compile)).eval()
+    gen = Generator(model, tok, compile=compile, kv_budget=kv_budget, max_len=max_context)
+    dt = str(model.embed_tokens.weight.dtype).removeprefix("torch.")
+    how = f"{'compiled' if compile else 'eager'}, {dt}"
+    # On stderr: with -p, stdout carries the answer alone.
+    print(f"ready in {time.perf_counter() - t0:.1f} s ({how})", file=sys.stderr, flush=True)
     params = SamplingParams(
         temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_tokens
     ).validate()
@@ -64,6 +81,14 @@ def chat_main(
     stage, step = meta.get("stage", "?"), meta.get("step", "?")
     print(f"chatsmith chat — model {model_path} ({stage}, step {step}). {HELP}")
     return _repl(gen, params, base, verbose)
+
+
+def chat_dtype(name: str, device: torch.device, compile: bool) -> torch.dtype:
+    """The weights' dtype: as named, or for "auto" what serve picks (bf16 where the device is
+    fast at it; float32 for eager decoding on CPUs, where ATen's bf16 path is slower)."""
+    if name == "auto" and device.type == "cpu" and not compile:
+        return torch.float32
+    return pick_dtype(name, device)
 
 
 def _repl(gen: Generator, params: SamplingParams, base: list[dict[str, Any]], verbose: bool) -> int:

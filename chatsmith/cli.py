@@ -18,6 +18,7 @@ from typing import Any
 from chatsmith.common.config import available_presets, make_config
 from chatsmith.common.errors import ChatsmithError, print_error
 from chatsmith.common.paths import resolve_model
+from chatsmith.engine.memory import add_memory_flags
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -163,8 +164,15 @@ def _add_chat(sub: Any) -> None:
     c.add_argument("--device", default="auto")
     c.add_argument("-v", "--verbose", action="store_true", help="show tool calls and their results")
     c.add_argument(
-        "--compile", action="store_true", help="compile the decode step first (faster replies after a wait)"
+        "--compile",
+        choices=["on", "off"],
+        nargs="?",
+        const="on",
+        default="on",
+        help="decode through compiled graphs, as serve does (compiled once, then cached on disk)",
     )
+    c.add_argument("--dtype", default="auto", help="auto (bf16 where fast, as serve), float32, bfloat16")
+    add_memory_flags(c)
     c.set_defaults(func=_run_chat)
 
 
@@ -181,7 +189,10 @@ def _run_chat(args: argparse.Namespace) -> int:
         args.system,
         args.verbose,
         args.device,
-        args.compile,
+        args.compile == "on",
+        dtype=args.dtype,
+        kv_budget=args.kv_budget,
+        max_context=args.max_context,
     )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import random
+import tempfile
 
 import pytest
 import torch
@@ -14,6 +17,11 @@ from chatsmith.model.build import build_model
 from chatsmith.model.gpt import GPT, GPTConfig
 from chatsmith.model.kv_cache import SlotKVCache
 from chatsmith.tokenizer.bpe import BPETokenizer
+
+# Compiled graphs are cached under CHATSMITH_HOME (engine/decode.py); the tests that point it
+# at a fresh folder would compile cold each time: one cache of their own for every run.
+_INDUCTOR_CACHE = os.path.join(tempfile.gettempdir(), f"chatsmith_tests_inductor_{getpass.getuser()}")
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", _INDUCTOR_CACHE)
 
 _ENGLISH = [
     "The quick brown fox jumps over the lazy dog.",

@@ -60,6 +60,7 @@ def test_bench_generate_prints_consistent_json(ckpt: Path, capsys) -> None:
     # busy machine one preempted 1-token run could swallow it, so take the best of 3 (tens of ms).
     args = ["--model", str(ckpt), "--prompt-tokens", "16", "--new-tokens", "8", "--repeats", "3"]
     args += ["--concurrency", "2,4", "--dtype", "float32", "--compile", "off"]  # compiling: tests of its own
+    args += ["--prefix-tokens", "24", "--kv-budget", "4k"]
     r = run_bench(args, capsys)
     for key in ("bench", "device", "dtype", "prompt_tokens", "new_tokens", "chatsmith", "transformers"):
         assert key in r
@@ -77,7 +78,8 @@ def test_bench_generate_prints_consistent_json(ckpt: Path, capsys) -> None:
         want = cs[f"aggregate_tok_s_{c}"] / cs["decode_tok_s"]
         assert r[f"ratio_aggregate_{c}_vs_batch1"] == pytest.approx(want, rel=1e-2)
     pc = r["prefix_cache"]
-    assert pc["shared_tokens"] > 0 and pc["ttft_cold_s"] > 0 and pc["ttft_warm_s"] > 0
+    assert pc["shared_tokens"] == 24 and pc["ttft_cold_s"] > 0 and pc["ttft_warm_s"] > 0
+    assert "llama_cpp" not in r  # no --gguf
 
 
 def test_prompt_has_the_asked_length_and_no_stray_special_tokens(tiny_tok) -> None:
@@ -101,6 +103,9 @@ def test_prompt_has_the_asked_length_and_no_stray_special_tokens(tiny_tok) -> No
         (["--prompt-tokens", "0"], "--prompt-tokens"),
         (["--repeats", "0"], "--repeats"),
         (["--prompt-tokens", "60", "--new-tokens", "8"], "context"),
+        (["--prompt-tokens", "8", "--new-tokens", "8", "--prefix-tokens", "8"], "--prefix-tokens"),
+        (["--prompt-tokens", "8", "--new-tokens", "8", "--prefix-tokens", "63"], "--prefix-tokens"),
+        (["--prompt-tokens", "8", "--new-tokens", "8", "--gguf", "/nonexistent/model.gguf"], "no GGUF"),
     ],
 )
 def test_bad_arguments_are_user_errors(ckpt: Path, extra: list[str], needle: str) -> None:

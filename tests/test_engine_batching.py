@@ -128,7 +128,7 @@ def test_tiny_budget_loses_no_request(model, tiny_tok) -> None:
     ps = prompts(12, tiny_tok.vocab_size, seed=6)
     results: list[str] = []
     lock = threading.Lock()
-    with Engine(model, tiny_tok, kv_tokens=2 * 96, max_waiting=3) as eng:
+    with Engine(model, tiny_tok, max_batch=2, kv_budget=2 * 96, max_waiting=3) as eng:
         assert eng.stats()["slots"] == 2
 
         def client(p: list[int]) -> None:

@@ -51,11 +51,11 @@ def test_prefix_store_reuses_the_longest_prefix_and_keeps_the_last_of_a_burst() 
     kv.remember_burst(burst)  # only the last two fit in the store: the first is never copied
     assert sorted(map(tuple, kv.prefixes.values())) == sorted(tuple(s.req.prompt) for s in burst[1:])
     assert [c[0] for c in cache.copies] == [burst[1].slot, burst[2].slot]
-    again = seq([*shared, 2])  # the same prompt: all but its last token come from the store
+    again = seq([*shared, 2])  # the same prompt: all but its last two tokens come from the store
     kv.place(again)
     kv.reuse_prefix(again)
-    assert again.fed == len(shared) and again.todo == [2]
-    assert kv.prefix_hits == 1 and kv.prefix_tokens_reused == len(shared)
+    assert again.fed == len(shared) - 1 and again.todo == [shared[-1], 2]
+    assert kv.prefix_hits == 1 and kv.prefix_tokens_reused == len(shared) - 1
     short = seq([*shared[: MIN_PREFIX - 1], 0])  # a shared start under MIN_PREFIX is recomputed
     kv.place(short)
     kv.reuse_prefix(short)

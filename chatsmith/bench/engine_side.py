@@ -53,8 +53,9 @@ def chatsmith_concurrent(eng: Engine, prompts: list[list[int]], n: int) -> tuple
 
 
 def prefix_cache_run(eng: Engine, tok: BPETokenizer, n_tokens: int, repeats: int) -> dict[str, Any]:
-    """TTFT of a prompt whose first 90 % another request just ran, with and without reuse."""
-    shared = build_prompt(tok, n_tokens)[: n_tokens * 9 // 10]
+    """TTFT of a prompt whose first n_tokens another request just ran (then two tokens of
+    its own), with and without reuse."""
+    shared = build_prompt(tok, n_tokens + 1)[:n_tokens]
     params = SamplingParams(max_new_tokens=1, ignore_eos=True)
 
     def ttft(question: int) -> float:
@@ -77,7 +78,12 @@ def prefix_cache_run(eng: Engine, tok: BPETokenizer, n_tokens: int, repeats: int
 
 
 def _start_engine(
-    model_path: str, device: str, dtype: str, concurrency: tuple[int, ...], compile: bool
+    model_path: str,
+    device: str,
+    dtype: str,
+    concurrency: tuple[int, ...],
+    compile: bool,
+    memory: dict[str, Any],
 ) -> tuple[Engine, BPETokenizer]:
     box: dict[str, Any] = {}
 
@@ -85,7 +91,8 @@ def _start_engine(
         model, tok, _ = load_checkpoint(Path(model_path), torch.device(device))
         box["tok"] = tok
         most = max(concurrency, default=1)
-        box["eng"] = Engine(model, tok, dtype=DTYPES[dtype], max_batch=most, compile=compile).start()
+        box["eng"] = Engine(model, tok, dtype=DTYPES[dtype], max_batch=most, compile=compile, **memory)
+        box["eng"].start()
 
     t = threading.Thread(target=build)
     t.start()
@@ -102,23 +109,28 @@ def _engine_side(
     repeats: int,
     concurrency: tuple[int, ...],
     compile: bool,
+    options: dict[str, Any],
     queue: Any,
 ) -> None:
-    """chatsmith's figures, in a process of its own (`run_engine_side`); put on queue."""
-    eng, tok = _start_engine(model_path, device, dtype, concurrency, compile)
-    prompt = build_prompt(tok, prompt_tokens)
+    """chatsmith's figures, in a process of its own (`run_engine_side`); put on queue.
+    options: prefix_tokens, and the engine's kv_budget and max_context."""
+    memory = {k: options.get(k) for k in ("kv_budget", "max_context")}
+    eng, tok = _start_engine(model_path, device, dtype, concurrency, compile, memory)
+    # Batch 1: a prompt of its own for the warm-up and for each timed run, none sharing a
+    # start with another, so that no run finds its prompt in the prefix cache.
+    singles = [build_prompt(tok, prompt_tokens, f"Request {i} of one user. ") for i in range(repeats + 1)]
     try:
         ps = {c: variants(tok, prompt_tokens, c) for c in concurrency}
-        chatsmith_run(eng, prompt, new_tokens)  # warm-up
+        chatsmith_run(eng, singles[0], new_tokens)  # warm-up
         for c in concurrency:
             chatsmith_concurrent(eng, ps[c], new_tokens)
         cs, runs = [], {c: [] for c in concurrency}
-        for _ in range(repeats):  # in rounds: see chatsmith/bench/generate.py
-            cs.append(chatsmith_run(eng, prompt, new_tokens)[:2])
+        for i in range(repeats):  # in rounds: see chatsmith/bench/generate.py
+            cs.append(chatsmith_run(eng, singles[1 + i], new_tokens)[:2])
             for c in concurrency:
                 runs[c].append(chatsmith_concurrent(eng, ps[c], new_tokens))
         conc = {c: max(r) for c, r in runs.items()}
-        prefix = prefix_cache_run(eng, tok, eng.model.cfg.seq_len - new_tokens, repeats)
+        prefix = prefix_cache_run(eng, tok, options["prefix_tokens"], repeats)
         compiled = eng.sched.runner.decoder is not None
     finally:
         eng.shutdown(drain=False)

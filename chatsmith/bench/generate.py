@@ -13,8 +13,12 @@ greedily and produces exactly `--new-tokens` tokens (neither stops at `<|im_end|
 - concurrent (8 and 32): that many different prompts of the same length submitted at
   once; aggregate tokens/s = all generated tokens / wall time until the last finishes.
   transformers: one `generate` call on the same prompts as a batch.
-- prefix cache: TTFT of a long prompt whose first tokens (a shared system prompt) another
-  request already ran, against the same engine with the prefix cache off.
+- prefix cache: TTFT of a prompt whose first `--prefix-tokens` tokens (a shared system
+  prompt) another request already ran, against the same engine with the prefix cache off.
+- llama.cpp (with `--gguf FILE`, where llama-cpp-python is installed): batch-1 TTFT and
+  decode rate on that GGUF, same prompt length, new tokens and threads (bench/llama_side.py).
+
+Batch 1 never reuses a prompt (the warm-up's included), so its TTFT is a whole prefill.
 
 Each figure is the best of `--repeats` runs after a warm-up. The runs go in rounds (batch
 1, then each concurrency, then again), so every figure samples the same minutes: on a
@@ -42,10 +46,12 @@ import torch
 
 from chatsmith.bench.engine_side import run_engine_side
 from chatsmith.bench.hf_side import greedy_match, hf_figures, load_exported, load_transformers
+from chatsmith.bench.llama_side import llama_figures
 from chatsmith.bench.workload import CONCURRENCY, DTYPES, MATCH_TOKENS, build_prompt
 from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common.device import pick_device, pick_dtype
 from chatsmith.common.errors import ChatsmithError
+from chatsmith.engine.memory import add_memory_flags
 
 __all__ = ["CONCURRENCY", "DTYPES", "bench_generate", "bench_generate_main", "build_prompt"]
 
@@ -70,15 +76,18 @@ def bench_generate(
     dtype: str = "auto",
     concurrency: tuple[int, ...] = CONCURRENCY,
     compile: bool = True,
+    prefix_tokens: int | None = None,
+    gguf: str | None = None,
+    memory: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure both engines on one checkpoint; the dict `bench_generate_main` prints."""
+    """Measure both engines on one checkpoint; the dict `bench_generate_main` prints. gguf: a
+    GGUF of the same weights to time llama.cpp on; memory: the engine's kv_budget, max_context."""
     _check_counts(prompt_tokens, new_tokens, repeats)
     dev = pick_device(device)
     if dtype != "auto" and dtype not in DTYPES:
         raise ChatsmithError(f"unknown dtype '{dtype}'; choose auto, float32 or bfloat16")
     dt = pick_dtype(dtype, dev)
     dtype_name = "bfloat16" if dt == torch.bfloat16 else "float32"
-
     model, tok, _ = load_checkpoint(Path(model_path), dev)
     positions = model.cfg.seq_len  # the context, and the exported max_position_embeddings
     if prompt_tokens + new_tokens > positions:
@@ -86,10 +95,10 @@ def bench_generate(
             f"--prompt-tokens + --new-tokens ({prompt_tokens + new_tokens}) exceed the model's context "
             f"({positions} tokens)"
         )
+    prefix_tokens = _check_extras(positions, prefix_tokens, gguf)
     transformers = load_transformers()
     prompt = build_prompt(tok, prompt_tokens)
-    x = torch.tensor([prompt], dtype=torch.long, device=dev)
-    k = min(MATCH_TOKENS, new_tokens)
+    x, k = torch.tensor([prompt], dtype=torch.long, device=dev), min(MATCH_TOKENS, new_tokens)
 
     with tempfile.TemporaryDirectory(prefix="chatsmith-bench-generate-") as tmp:
         hf = load_exported(transformers, model, tok, Path(tmp), dev)
@@ -107,12 +116,36 @@ def bench_generate(
                 repeats,
                 concurrency,
                 compile,
+                {"prefix_tokens": prefix_tokens, **(memory or {})},
             )
             theirs = hf_figures(hf, tok, x, prompt_tokens, new_tokens, repeats, concurrency)
 
     head = {"device": str(dev), "dtype": dtype_name, "prompt_tokens": len(prompt), "new_tokens": new_tokens}
     match = {"tokens_match": tokens_match, "match_tokens": cut}
-    return _report(head, repeats, concurrency, ours, theirs, transformers.__version__, match)
+    r = _report(head, repeats, concurrency, ours, theirs, transformers.__version__, match)
+    if gguf is not None:
+        _add_llama_cpp(r, gguf, tok.decode(prompt), repeats)
+    return r
+
+
+def _add_llama_cpp(r: dict[str, Any], gguf: str, text: str, repeats: int) -> None:
+    """llama.cpp's figures on the GGUF for the same prompt text and counts, and the ratios."""
+    lc = llama_figures(gguf, text, r["prompt_tokens"], r["new_tokens"], repeats, torch.get_num_threads())
+    r["llama_cpp"] = {**lc, "gguf": str(gguf)}
+    r["ratio_decode_vs_llama_cpp"] = round(r["chatsmith"]["decode_tok_s"] / lc["decode_tok_s"], 4)
+    r["ratio_ttft_vs_llama_cpp"] = round(lc["ttft_s"] / r["chatsmith"]["ttft_s"], 4)
+
+
+def _check_extras(positions: int, prefix_tokens: int | None, gguf: str | None) -> int:
+    """The prefix-cache figure's shared tokens (default 512, or what fits), after checking
+    them and the GGUF's path."""
+    if prefix_tokens is None:
+        prefix_tokens = min(512, positions - 2)
+    if not 16 <= prefix_tokens <= positions - 2:
+        raise ChatsmithError(f"--prefix-tokens must be in [16, {positions - 2}], got {prefix_tokens}")
+    if gguf is not None and not Path(gguf).is_file():
+        raise ChatsmithError(f"no GGUF file at {gguf}")
+    return prefix_tokens
 
 
 def _report(
@@ -185,6 +218,11 @@ def bench_generate_main(argv: list[str]) -> int:
     )
     p.add_argument("--concurrency", default="8,32", help="comma-separated numbers of requests at once")
     p.add_argument(
+        "--prefix-tokens", type=int, default=None, help="shared start of the prefix-cache figure (512)"
+    )
+    p.add_argument("--gguf", default=None, help="a GGUF of the same weights: time llama.cpp on it too")
+    add_memory_flags(p)
+    p.add_argument(
         "--compile",
         choices=["on", "off"],
         default="on",
@@ -206,6 +244,9 @@ def bench_generate_main(argv: list[str]) -> int:
         args.dtype,
         conc,
         args.compile == "on",
+        args.prefix_tokens,
+        args.gguf,
+        {"kv_budget": args.kv_budget, "max_context": args.max_context},
     )
     _print_summary(r, conc)
     print(json.dumps(r))
@@ -226,3 +267,10 @@ def _print_summary(r: dict[str, Any], conc: tuple[int, ...]) -> None:
         f"prefix cache TTFT "
         f"x{r['prefix_cache']['speedup']:.1f}; greedy tokens match: {r['tokens_match']}"
     )
+    if "llama_cpp" in r:
+        lc = r["llama_cpp"]
+        print(
+            f"   llama.cpp: ttft {lc['ttft_s'] * 1e3:.2f} ms, decode {lc['decode_tok_s']:.1f} tok/s "
+            f"({lc['threads']} threads); chatsmith decode x{r['ratio_decode_vs_llama_cpp']:.2f}, "
+            f"ttft x{r['ratio_ttft_vs_llama_cpp']:.2f}"
+        )

@@ -19,9 +19,10 @@ FILLER = (
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def build_prompt(tok: BPETokenizer, n: int) -> list[int]:
+def build_prompt(tok: BPETokenizer, n: int, salt: str = "") -> list[int]:
     """n token ids: a user turn of plain text cut to fit, then the assistant header, as
-    `encode_prompt` frames it; below the size of that frame, n tokens of plain text."""
+    `encode_prompt` frames it; below the size of that frame, n tokens of plain text. salt:
+    words the text starts with, to make prompts that share no start worth caching."""
     frame = encode_prompt(tok, [{"role": "user", "content": ""}])
     cut = frame.index(tok.im_end_id)  # the <|im_end|> closing the (empty) user turn
     head, tail = frame[:cut], frame[cut:]
@@ -29,7 +30,7 @@ def build_prompt(tok: BPETokenizer, n: int) -> list[int]:
     text: list[int] = []
     k = 1
     while len(text) < max(room, n):
-        text = tok.encode(" ".join([FILLER] * k))
+        text = tok.encode(salt + " ".join([FILLER] * k))
         k *= 2
     return head + text[:room] + tail if room > 0 else text[:n]
 

@@ -31,6 +31,7 @@ rollouts, whose weights move, leaves it off.
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,7 @@ import torch
 import torch._inductor.config as inductor_config
 
 from chatsmith import kernels
+from chatsmith.common.paths import home
 from chatsmith.kernels.cpu import build, ops
 from chatsmith.model.attention import AttnMeta
 from chatsmith.model.gpt import GPT
@@ -52,10 +54,24 @@ def compile_own(method: Callable[..., Any], obj: object) -> Callable[..., Any]:
     every engine's graphs (with their frozen weights) alive, and past dynamo's limit of 8
     the fifth engine of a process could not compile at all. Batch and lengths are symbolic;
     the C++ wrapper calls the kernels without Python in between."""
+    use_disk_cache()
     f = method
     own = types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
     bound = types.MethodType(own, obj)
     return torch.compile(bound, dynamic=True, fullgraph=True, options={"cpp_wrapper": True})
+
+
+def use_disk_cache() -> None:
+    """Keep inductor's compiled graphs (its FX graph and AOTAutograd caches, on by default)
+    under CHATSMITH_HOME/compile unless TORCHINDUCTOR_CACHE_DIR says otherwise: they outlive
+    /tmp, torch's default, so a later start of the same model finds them and only traces.
+    Importing inductor already set the variable to torch's default, so that value counts as
+    unset; inductor reads it at each compile."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    now = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if now is None or os.path.abspath(now) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(home() / "compile")
 
 
 def decode_store(cache: SlotKVCache) -> StoreFn | None:

@@ -25,7 +25,9 @@ from typing import Any
 import torch
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.common.log import warn
+from chatsmith.common.log import info, warn
+from chatsmith.engine.memory import plan_kv
+from chatsmith.engine.runner import cache_dtype
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.engine.scheduler import Scheduler
 from chatsmith.engine.sequence import Completion, EngineFull, Event, PromptTooLong, Request
@@ -43,15 +45,17 @@ class Engine:
         *,
         dtype: torch.dtype | None = None,
         max_batch: int = 32,
-        kv_tokens: int | None = None,
-        context_length: int | None = None,
+        kv_budget: int | str | None = None,
+        max_context: int | None = None,
         prefill_chunk: int = 256,
         max_waiting: int = 256,
         prefix_slots: int = 4,
         compile: bool = False,
     ) -> None:
-        """kv_tokens: the cache budget in tokens (default max_batch x context_length); it
-        sets how many sequences run at once. dtype: the weights' dtype for generation
+        """kv_budget: the most KV cache held, in tokens (int, or text such as "64k") or bytes
+        ("1.5GB"); default: a quarter of the memory available, at most 8 GiB (engine/memory.py).
+        max_context: the longest sequence (default: the model's, or the budget if smaller).
+        max_batch: the most sequences decoded at once. dtype: the weights' dtype for generation
         (default: keep the model's); the model is converted in place, so pass a copy to keep
         training the original. compile: decode through one compiled graph with the weights
         frozen into it (engine/decode.py), faster per step, for a model that no longer
@@ -59,21 +63,27 @@ class Engine:
         if dtype is not None and dtype != model.embed_tokens.weight.dtype:
             model = model.to(dtype)
         model.eval()
+        self._born = time.perf_counter()
         self.model, self.tok = model, tok
-        self.context_length = context_length or model.cfg.seq_len
+        if max_batch < 1:
+            raise ChatsmithError(f"max_batch must be >= 1, got {max_batch}")
+        device = model.embed_tokens.weight.device
+        self.kv_plan = plan_kv(model, cache_dtype(model, None, compile), kv_budget, max_context, device)
+        self.context_length = self.kv_plan.context
         if self.context_length > model.rope_cos.size(0):
             raise ChatsmithError(
                 f"context_length {self.context_length} exceeds the model's position table "
                 f"({model.rope_cos.size(0)})"
             )
-        budget = kv_tokens if kv_tokens is not None else max_batch * self.context_length
-        n_slots = min(max_batch, budget // self.context_length)
-        if n_slots < 1:
-            raise ChatsmithError(
-                f"a KV budget of {budget} tokens holds no sequence of {self.context_length} tokens"
-            )
         self.sched = Scheduler(
-            model, tok, n_slots, self.context_length, prefill_chunk, prefix_slots, compile=compile
+            model,
+            tok,
+            max_batch,
+            self.context_length,
+            prefill_chunk,
+            prefix_slots,
+            compile=compile,
+            budget=self.kv_plan.budget_tokens,
         )
         self.max_waiting = max_waiting
         self._inbox: list[Request] = []
@@ -95,6 +105,9 @@ class Engine:
             )
             self._thread.start()
             ready.wait()
+            took = time.perf_counter() - self._born
+            how = "compiled" if self.sched.runner.decoder is not None else "eager"
+            info(f"engine ready in {took:.1f} s ({how}; {self.kv_plan.describe()})")
         return self
 
     def shutdown(self, drain: bool = True, timeout: float | None = None) -> None:
@@ -130,6 +143,11 @@ class Engine:
             raise ChatsmithError(
                 f"n={params.n} needs {params.n} cache slots at once; this engine has {self.sched.n_slots}"
             )
+        if params.n * (len(prompt) + room) > self.sched.budget:
+            raise ChatsmithError(
+                f"n={params.n} choices of a {len(prompt)}-token prompt need more than the KV budget "
+                f"of {self.sched.budget} tokens"
+            )
         req = Request(list(prompt), params, run_tools)
         with self._lock:
             if self._stop:
@@ -162,11 +180,14 @@ class Engine:
         s = self.sched
         return {
             "running": len(s.live),
-            "waiting": len(s.waiting) + len(self._inbox),
+            "waiting": len(s.waiting) + len(self._inbox) + len(s.resumed),
             "slots": s.n_slots,
-            "kv_used": sum(s.cache.lengths[: s.n_slots]),
-            "kv_total": s.n_slots * s.max_len,
-            "kv_bytes": s.cache.bytes(),
+            "context_length": self.context_length,
+            "kv_used": s.cache.held(),
+            "kv_total": s.budget,
+            "kv_bytes": s.cache.held() * s.cache.token_bytes(),
+            "kv_budget_bytes": s.budget * s.cache.token_bytes(),
+            "preemptions": s.preemptions,
             "steps": self.steps,
             "prefix_hits": s.kv.prefix_hits,
             "prefix_tokens_reused": s.kv.prefix_tokens_reused,
@@ -204,9 +225,10 @@ class Engine:
 
     def _fail_all(self) -> None:
         s = self.sched
-        reqs = {id(q.req): q.req for q in s.live} | {id(r): r for r in s.waiting}
+        reqs = {id(q.req): q.req for q in (*s.live, *s.resumed)} | {id(r): r for r in s.waiting}
         s.live.clear()
         s.waiting.clear()
+        s.resumed.clear()
         s.prefilling = None
         for i in range(s.cache.n_slots):
             s.cache.free(i)

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 
 from chatsmith.common.errors import ChatsmithError
+from chatsmith.engine.memory import plan_kv
+from chatsmith.engine.runner import cache_dtype
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.engine.scheduler import Scheduler
 from chatsmith.engine.sequence import Completion, Event, PromptTooLong, Request
@@ -35,16 +37,24 @@ class Generator:
         slots: int | None = None,
         compile: bool = False,
         prefix_slots: int = 4,
+        kv_budget: int | str | None = None,
     ) -> None:
-        """compile: decode through a compiled graph (engine/decode.py), compiled here."""
+        """compile: decode through a compiled graph (engine/decode.py), compiled here.
+        slots: the most sequences at once (default 32); kv_budget and max_len: as the
+        engine's kv_budget and max_context (engine/memory.py)."""
         self.model, self.tok = model, tok
-        self.max_len = max_len or model.cfg.seq_len
-        if slots is None:  # as many as 1 GB of cache holds, up to 32
-            c, w = model.cfg, model.embed_tokens.weight
-            per_slot = 2 * c.n_layer * c.n_kv_head * c.head_dim * self.max_len * w.element_size()
-            slots = max(1, min(32, (1 << 30) // per_slot))
+        w = model.embed_tokens.weight
+        plan = plan_kv(model, cache_dtype(model, autocast, compile), kv_budget, max_len, w.device)
+        self.max_len = plan.context
         self.sched = Scheduler(
-            model, tok, slots, self.max_len, prefix_slots=prefix_slots, autocast=autocast, compile=compile
+            model,
+            tok,
+            slots or 32,
+            self.max_len,
+            prefix_slots=prefix_slots,
+            autocast=autocast,
+            compile=compile,
+            budget=plan.budget_tokens,
         )
         self.sched.warm_up()
 

@@ -81,9 +81,25 @@ class KVManager:
         self.live = sorted(stay, key=lambda s: s.slot) + ([tail] if tail is not None else [])
 
     # -- prefix reuse --------------------------------------------------------------------
+    def demand(self) -> int:
+        """Tokens the cache holds or will hold once the tokens waiting to be fed are in: the
+        running sequences' and the prefix store's."""
+        return self.cache.held() + sum(len(s.todo) for s in self.live)
+
+    def evict_prefix(self) -> bool:
+        """Drop the least recently used stored prefix that holds tokens; whether one was."""
+        for slot, toks in self.prefixes.items():
+            if toks:
+                self.cache.free(slot)
+                self.prefixes.pop(slot)
+                self.prefixes = {slot: [], **self.prefixes}  # first in line for reuse
+                return True
+        return False
+
     def reuse_prefix(self, seq: Seq) -> None:
-        """Copy the longest stored prefix of seq's prompt into its slot, if long enough."""
-        prompt = seq.req.prompt
+        """Copy the longest stored prefix of the tokens seq has to feed (its prompt, or a
+        resumed sequence's whole context) into its slot, if long enough."""
+        prompt = seq.todo if seq.resumed else seq.req.prompt
         best, best_slot = 0, -1
         for slot, toks in self.prefixes.items():
             n = 0
@@ -93,7 +109,10 @@ class KVManager:
                 n += 1
             if n > best:
                 best, best_slot = n, slot
-        best = min(best, len(prompt) - 1)  # the last prompt token must run to give logits
+        # The last prompt token must run to give logits; two run, so that the rest of the
+        # prompt goes through the same (compiled) prefill as a whole prompt does, never the
+        # eager path of a single token (runner.prefill_packed).
+        best = min(best, len(prompt) - 2)
         if best >= MIN_PREFIX:
             self.cache.copy_slot(best_slot, seq.slot, best)
             seq.fed, seq.todo = best, list(prompt[best:])

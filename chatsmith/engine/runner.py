@@ -41,13 +41,7 @@ class ModelRunner:
         w = model.embed_tokens.weight
         self.device = w.device
         c = model.cfg
-        # Attention runs in the cache's dtype: the compute dtype (autocast's, or the weights'),
-        # except for eager decoding on CPUs, where ATen's attention for one query token is
-        # several times slower in bf16 than in float32. The compiled step (engine/decode.py)
-        # reads a bf16 cache at half the memory traffic of a float32 one.
-        kv_dtype = getattr(autocast, "fast_dtype", None) or w.dtype
-        if w.device.type == "cpu" and not compile:
-            kv_dtype = torch.float32
+        kv_dtype = cache_dtype(model, autocast, compile)
         self.cache = SlotKVCache(n_slots, c.n_layer, c.n_kv_head, c.head_dim, max_len, w.device, kv_dtype)
         self.decoder = CompiledDecode(model, self.cache, freeze) if compile else None
         # Packed prompts through one compiled graph too, where its C++ attention runs (CPUs).
@@ -73,8 +67,14 @@ class ModelRunner:
             self.prefiller = None
 
     def prefill_chunk(self, slot: int, ids: list[int], all_logits: bool = False) -> torch.Tensor:
-        """Feed ids into slot after what it holds; logits (T, V) of every position, or (1, V) of the last."""
+        """Feed ids into slot after what it holds; logits (T, V) of every position, or (1, V) of the last.
+
+        Through the compiled prefill graph where there is one, as packed prompts go: a prompt
+        token is then computed alike whether its prompt came whole, in chunks or after a
+        cached prefix (greedy decoding gives the same tokens either way)."""
         with self.autocast or contextlib.nullcontext():
+            if self.prefiller is not None and not all_logits and len(ids) > 1:
+                return self.prefiller([(slot, ids)])[0]
             return eager_prefill(self.model, self.cache, [(slot, ids)], last_only=not all_logits)
 
     def prefill_packed(
@@ -94,6 +94,17 @@ class ModelRunner:
             if self.decoder is not None:
                 return self.decoder.step(torch.tensor(ids, dtype=torch.long, device=self.device))
             return eager_decode(self.model, self.cache, ids), None
+
+
+def cache_dtype(model: GPT, autocast: Any = None, compile: bool = False) -> torch.dtype:
+    """The KV cache's dtype, which is the attention's: the compute dtype (autocast's, or the
+    weights'), except for eager decoding on CPUs, where ATen's attention for one query token
+    is several times slower in bf16 than in float32. The compiled step (engine/decode.py)
+    reads a bf16 cache at half the memory traffic of a float32 one."""
+    w = model.embed_tokens.weight
+    if w.device.type == "cpu" and not compile:
+        return torch.float32
+    return getattr(autocast, "fast_dtype", None) or w.dtype
 
 
 def eager_prefill(

@@ -8,12 +8,18 @@ A step with nothing to decode takes up to IDLE_CHUNKS chunks of prompt: no strea
 it, and a burst of requests then starts decoding together instead of joining four by four
 (32 requests of 64 tokens at once on the demo model: 5-10 % more tokens per second in all).
 
+Memory: slots are virtual and the cache holds at most `budget` tokens (engine/memory.py).
+A request is admitted when its prompt fits beside what is held (stored prefixes are dropped
+first); when running sequences outgrow the budget, the newest is preempted and later
+computed again from its tokens (vLLM's recompute preemption), ahead of new requests.
+
 Slots and prefix reuse are the KV-cache manager's (kv_manager.py), what a sampled token
 leads to is the output processor's (outputs.py), and tool turns are tool_turns.py's.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from typing import Any
 
@@ -44,9 +50,11 @@ class Scheduler:
         autocast: Any = None,
         compile: bool = False,
         freeze: bool = True,
+        budget: int | None = None,
     ) -> None:
         """compile: run decode steps as a compiled graph (engine/decode.py); freeze: with
-        the weights as constants of that graph, for a model that will not change."""
+        the weights as constants of that graph, for a model that will not change; budget: the
+        most tokens the cache holds (default: every slot full)."""
         self.model, self.tok = model, tok
         w = model.embed_tokens.weight
         self.device, self.vocab = w.device, model.cfg.vocab_size
@@ -58,6 +66,10 @@ class Scheduler:
         self.kv = KVManager(self.cache, n_slots, prefix_slots)
         self.out = OutputProcessor(tok, self.kv, max_len, self.vocab, self.device)
         self.waiting: deque[Request] = deque()
+        self.resumed: deque[Seq] = deque()  # preempted sequences, oldest first
+        self.budget = budget or (n_slots + prefix_slots) * max_len
+        self.preemptions = 0
+        self._order = itertools.count()
         self.prefill_tokens = 0  # prompt tokens computed (not copied from a cached prefix)
 
     def warm_up(self) -> None:
@@ -80,25 +92,56 @@ class Scheduler:
 
     @property
     def busy(self) -> bool:
-        return bool(self.live or self.waiting)
+        return bool(self.live or self.waiting or self.resumed)
 
     def holds(self, req: Request) -> bool:
         """Whether req is still waiting or running here."""
-        return any(r is req for r in self.waiting) or any(s.req is req for s in self.live)
+        seqs = (*self.live, *self.resumed)
+        return any(r is req for r in self.waiting) or any(s.req is req for s in seqs)
+
+    # -- the KV budget -------------------------------------------------------------------
+    def _fits(self, tokens: int) -> bool:
+        """Whether `tokens` more fit in the budget, dropping stored prefixes to make room."""
+        while self.kv.demand() + tokens > self.budget:
+            if not self.kv.evict_prefix():
+                return False
+        return True
+
+    def _preempt_over_budget(self) -> None:
+        """While the running sequences need more than the budget, take the newest one out;
+        it comes back, ahead of new requests, by computing its context again."""
+        while not self._fits(0) and self.kv.decoding() > 1:
+            victim = max(self.live[: self.kv.decoding()], key=lambda s: s.order)
+            self.kv.remove([victim])
+            victim.extra += victim.todo  # the sampled token not yet fed
+            victim.todo = list(victim.req.prompt) + victim.extra
+            victim.slot, victim.fed, victim.resumed = -1, 0, True
+            self.resumed.appendleft(victim)
+            self.preemptions += 1
 
     # -- admission -----------------------------------------------------------------------
     def add(self, req: Request) -> None:
         self.waiting.append(req)
 
     def _admit(self) -> None:
-        if self.prefilling is not None or not self.waiting:
+        if self.prefilling is not None:
+            return
+        if self.resumed:  # preempted sequences first, each as soon as its context fits
+            seq = self.resumed[0]
+            if self.kv.free_slots() > 0 and self._fits(len(seq.todo)):
+                self.resumed.popleft()
+                self.kv.place(seq)
+                self.prefilling = seq
+                self.kv.reuse_prefix(seq)
+            return
+        if not self.waiting:
             return
         req = self.waiting[0]
         if req.cancelled.is_set():
             self.waiting.popleft()
             self.out.cancel_waiting(req)
             return
-        if self.kv.free_slots() < req.params.n:
+        if self.kv.free_slots() < req.params.n or not self._fits(req.params.n * (len(req.prompt) + 1)):
             return
         seq = self.prefilling = self._place(self.waiting.popleft())
         if req.params.prompt_logprobs:
@@ -109,6 +152,7 @@ class Scheduler:
     def _place(self, req: Request) -> Seq:
         """The first sequence of req, in the next free slot, its whole prompt still to feed."""
         seq = self.out.new_seq(req, 0)
+        seq.order = next(self._order)
         self.kv.place(seq)
         seq.todo = list(req.prompt)
         return seq
@@ -117,12 +161,12 @@ class Scheduler:
         """Admit the waiting prompts that fit whole in `budget` tokens (one choice each, no
         prompt logprobs), for one packed prefill; none while a long prompt is mid-way."""
         group: list[Seq] = []
-        while self.prefilling is None and self.waiting and self.kv.free_slots() > 0:
+        while self.prefilling is None and self.waiting and self.kv.free_slots() > 0 and not self.resumed:
             req = self.waiting[0]
             p = req.params
             if req.cancelled.is_set() or p.n != 1 or p.prompt_logprobs or p.max_new_tokens == 0:
                 break
-            if len(req.prompt) > budget:
+            if len(req.prompt) > budget or not self._fits(len(req.prompt) + 1):
                 break
             seq = self._place(self.waiting.popleft())
             self.kv.reuse_prefix(seq)
@@ -153,8 +197,10 @@ class Scheduler:
         seq = self.prefilling
         if seq is None:
             return 0
+        if len(seq.todo) == budget + 1 and budget > 2:
+            budget -= 1  # leave two tokens, not one, for the next chunk: see runner.prefill_chunk
         ids, seq.todo = seq.todo[:budget], seq.todo[budget:]
-        want_all = seq.prompt_logprobs is not None
+        want_all = seq.prompt_logprobs is not None and not seq.resumed
         logits = self._forward_chunk(seq, ids, all_logits=want_all)
         if want_all:
             lp = logits.log_softmax(-1)
@@ -166,6 +212,10 @@ class Scheduler:
         if seq.todo:
             return len(ids)
         self.prefilling = None
+        if seq.resumed:  # back where it was preempted: it samples on
+            seq.resumed = False
+            self._accept([seq], logits[-1:])
+            return len(ids)
         self.kv.remember_prefix(seq)
         req = seq.req
         if req.params.max_new_tokens == 0:  # scoring a prompt only
@@ -174,7 +224,7 @@ class Scheduler:
         group = [seq]
         for i in range(1, req.params.n):  # n > 1 shares this one prefill
             sib = self.out.new_seq(req, i)
-            sib.fed = seq.fed
+            sib.fed, sib.order = seq.fed, next(self._order)
             self.kv.fork(seq, sib)
             group.append(sib)
         last = logits[-1:].expand(len(group), -1)
@@ -188,6 +238,7 @@ class Scheduler:
         batch = self.live[:n]
         ids = [s.todo[0] for s in batch]
         for s in batch:
+            s.extra.append(s.todo[0])
             s.todo = []
             s.fed += 1
         logits, top = self.runner.decode(ids)
@@ -206,12 +257,16 @@ class Scheduler:
                 if feed:
                     after = self._forward_chunk(s, feed)
                     s.fed += len(feed)
+                    s.extra += feed
                     self._accept([s], after)
 
     # -- the step ------------------------------------------------------------------------
     def _drop_cancelled(self) -> None:
         with self.out.closing_together():
             for s in [s for s in self.live if s.req.cancelled.is_set()]:
+                self.out.finish(s, "cancelled")
+            for s in [s for s in self.resumed if s.req.cancelled.is_set()]:
+                self.resumed.remove(s)
                 self.out.finish(s, "cancelled")
         if any(r.cancelled.is_set() for r in self.waiting):
             keep = deque(r for r in self.waiting if not r.cancelled.is_set())
@@ -224,6 +279,7 @@ class Scheduler:
     def step(self) -> None:
         try:
             self._drop_cancelled()
+            self._preempt_over_budget()
             # Up to `chunk` prompt tokens per step: one long prompt's next chunk, or several
             # short prompts in turn, so many arrivals start quickly and running streams wait
             # at most one chunk's time.

@@ -173,6 +173,9 @@ class Seq:
     prompt_logprobs: list[float | None] | None = None
     rounds: int = 0
     generated: int = 0
+    extra: list[int] = field(default_factory=list)  # tokens fed after the prompt, in order
+    order: int = 0  # admission order: the newest running sequence is preempted first
+    resumed: bool = False  # preempted, its context to be computed again before it samples
 
     def completion(self, reason: str) -> Completion:
         return Completion(

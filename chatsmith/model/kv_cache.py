@@ -4,13 +4,40 @@ The cache holds keys and values and how many tokens each slot holds; it does not
 in a forward pass. The engine's runner describes a forward to the model with an `AttnMeta`
 (model/attention.py) that points at this storage, and stores the keys and values the
 forward hands back afterwards (`append` for a decode step, `store_prompts` for prompts).
+
+On CPUs the storage is virtual memory that the OS backs page by page as tokens are written
+(as vAttention does on GPUs: Prabhu et al., 2024, "vAttention: Dynamic Memory Management for
+Serving LLMs without PagedAttention"): every slot keeps its full context contiguous, so the
+attention kernels read it as before, yet memory grows with the tokens held, not with slots
+times context, and a freed slot's pages go back to the OS (`release`).
 """
 
 from __future__ import annotations
 
+import mmap
+import sys
 from collections.abc import Callable
 
 import torch
+
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)  # Linux's value; Python <3.13 lacks it
+PAGE = mmap.PAGESIZE
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, mmap.mmap | None]:
+    """A zero CPU tensor whose pages the OS provides on first write (and the mapping, to give
+    pages back); torch.zeros where anonymous mappings are not available."""
+    n = 1
+    for d in shape:
+        n *= d
+    size = n * torch.empty((), dtype=dtype).element_size()
+    if not sys.platform.startswith("linux") or size == 0:
+        return torch.zeros(shape, dtype=dtype), None
+    # NORESERVE: the kernel does not count the whole mapping against overcommit; what is
+    # written is what is used (the scheduler keeps that within the KV budget).
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
+    mm = mmap.mmap(-1, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    return torch.frombuffer(mm, dtype=dtype).view(shape), mm
 
 # Stores one decode step (k_cache, v_cache, k, v, pos) in place of `append`'s indexing.
 StoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -39,14 +66,44 @@ class SlotKVCache:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         shape = (n_layer, n_slots, max_len, n_kv_head, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self._maps: list[mmap.mmap] = []
+        if torch.device(device).type == "cpu":
+            (self.k, mk), (self.v, mv) = lazy_zeros(shape, dtype), lazy_zeros(shape, dtype)
+            self._maps = [m for m in (mk, mv) if m is not None]
+        else:
+            self.k = torch.zeros(shape, device=device, dtype=dtype)
+            self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len, self.n_slots = max_len, n_slots
         self.device = self.k.device
         self.lengths = [0] * n_slots
 
     def bytes(self) -> int:
+        """The storage's size (virtual on CPUs: see `held_bytes` for what tokens use)."""
         return 2 * self.k.numel() * self.k.element_size()
+
+    def token_bytes(self) -> int:
+        """Keys and values of one token in every layer."""
+        k = self.k
+        return 2 * k.size(0) * k.size(3) * k.size(4) * k.element_size()
+
+    def held(self) -> int:
+        """Tokens held in all slots."""
+        return sum(self.lengths)
+
+    def release(self, slot: int, keep: int = 0) -> None:
+        """Give the pages of slot past its first `keep` tokens back to the OS (they read as
+        zeros after); nothing where the storage is not a mapping of ours."""
+        if not self._maps or keep >= self.max_len:
+            return
+        row = self.k.stride(2) * self.k.element_size()  # bytes per position
+        per_layer = self.k.stride(0) * self.k.element_size()
+        for layer in range(self.k.size(0)):
+            base = layer * per_layer + slot * self.max_len * row
+            start = -(-(base + keep * row) // PAGE) * PAGE  # whole pages only
+            end = (base + self.max_len * row) // PAGE * PAGE
+            if end > start:
+                for m in self._maps:
+                    m.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def room(self, slot: int, T: int) -> int:
         """The tokens slot holds, after checking that T more fit."""
@@ -96,7 +153,11 @@ class SlotKVCache:
         if src != dst and n > 0:
             self.k[:, dst, :n] = self.k[:, src, :n]
             self.v[:, dst, :n] = self.v[:, src, :n]
+        if self.lengths[dst] > n:
+            self.release(dst, n)
         self.lengths[dst] = n
 
     def free(self, slot: int) -> None:
+        if self.lengths[slot]:
+            self.release(slot)
         self.lengths[slot] = 0

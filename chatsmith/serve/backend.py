@@ -24,9 +24,18 @@ __all__ = ["Backend", "EngineFull", "Event", "PromptTooLong", "Request", "Sampli
 
 
 class Backend:
-    def __init__(self, name: str, max_batch: int = 32, max_waiting: int = 256, compile: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        max_batch: int = 32,
+        max_waiting: int = 256,
+        compile: bool = False,
+        kv_budget: str | None = None,
+        max_context: int | None = None,
+    ) -> None:
         self.name = name
         self.max_batch, self.max_waiting, self.compile = max_batch, max_waiting, compile
+        self.kv_budget, self.max_context = kv_budget, max_context
         self.engine: Engine | None = None
         self.tok: BPETokenizer | None = None
         self.error: str | None = None
@@ -74,6 +83,8 @@ class Backend:
             max_batch=self.max_batch,
             max_waiting=self.max_waiting,
             compile=self.compile,
+            kv_budget=self.kv_budget,
+            max_context=self.max_context,
         )
         self.engine.start()
         self.tok = tok

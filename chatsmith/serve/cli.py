@@ -12,6 +12,7 @@ import datetime
 import os
 
 from chatsmith.common.errors import ChatsmithError
+from chatsmith.engine.memory import add_memory_flags
 
 
 def _db_flag(p: argparse.ArgumentParser) -> None:
@@ -33,6 +34,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--device", default="auto")
     s.add_argument("--max-batch", type=int, default=32, help="sequences decoded together")
+    add_memory_flags(s)
     s.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
     s.add_argument(
         "--compile",
@@ -111,6 +113,8 @@ def run_serve(args: argparse.Namespace) -> int:
         device=args.device,
         max_batch=args.max_batch,
         max_waiting=args.max_waiting,
+        kv_budget=args.kv_budget,
+        max_context=args.max_context,
         compile=args.compile == "on",
         require_keys={"auto": None, "yes": True, "no": False}[args.require_keys],
         rate_limit=args.rate_limit or None,

@@ -31,6 +31,8 @@ class ServeConfig:
     device: str = "auto"
     max_batch: int = 32
     max_waiting: int = 256
+    kv_budget: str | None = None  # tokens ("64k") or bytes ("1.5GB"); None: from free memory
+    max_context: int | None = None  # None: the model's
     compile: bool = True  # the decode step as one compiled graph (engine/decode.py)
     require_keys: bool | None = None  # None: once a key exists
     rate_limit: int | None = None  # requests per minute per key, unless the key sets its own
@@ -78,7 +80,12 @@ def serve(cfg: ServeConfig) -> None:
     if cut:
         info(f"{cut} answer(s) cut off by the last server's end are stored as 'cut'")
     backend = Backend(
-        cfg.served_model_name or model_name(cfg.model), cfg.max_batch, cfg.max_waiting, cfg.compile
+        cfg.served_model_name or model_name(cfg.model),
+        cfg.max_batch,
+        cfg.max_waiting,
+        cfg.compile,
+        kv_budget=cfg.kv_budget,
+        max_context=cfg.max_context,
     )
     backend.load_in_background(cfg.model, cfg.device)
     ctx = build_context(backend, store, cfg.require_keys, cfg.rate_limit, cfg.max_body_bytes)

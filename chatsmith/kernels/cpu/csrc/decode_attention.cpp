@@ -285,9 +285,24 @@ __attribute__((always_inline)) inline void attend_runs_bf16(const __m512bh* qv, 
         if (++ii == QH) ii = 0, ll++;
       }
     }
-    for (; l < r.len;) {
-      s[i * S + l] = _mm512_reduce_add_ps(dot(i, r.k + l * r.k_step + r.koff[i])) * scale;
-      if (++i == QH) i = 0, l++;
+    // The last few through the same tree, the unused sums zero: each score is then summed
+    // alike wherever it falls in the groups of 16, which depend on where a run starts (a
+    // cached prefix, a prompt chunk, a decode step): the same bits whatever the split.
+    if (l < r.len) {
+      Vec prod[16];
+      alignas(64) float tmp[16];
+      const int64_t l0 = l, i0 = i;
+      int j = 0;
+      for (; l < r.len; j++) {
+        prod[j] = dot(i, r.k + l * r.k_step + r.koff[i]);
+        if (++i == QH) i = 0, l++;
+      }
+      for (int z = j; z < 16; z++) prod[z] = _mm512_setzero_ps();
+      _mm512_store_ps(tmp, _mm512_mul_ps(sum16(prod), vscale));
+      for (int64_t z = 0, ii = i0, ll = l0; z < j; z++) {
+        s[ii * S + ll] = tmp[z];
+        if (++ii == QH) ii = 0, ll++;
+      }
     }
   };
   score(a, 0);
@@ -495,14 +510,16 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_new, const 
 // the first past[s] positions its slot already holds in the caches (slots, max_len, G, D).
 // The caches are read only; the caller stores k and v.
 //
-// With bf16 on AVX512-BF16, each query token of a prompt of up to SHORT_WORK (query, key)
-// pairs is a task of prefill_bf16, the decode kernel's loop, all such prompts in one
+// With bf16 on AVX512-BF16, each query token of a prompt is a task of prefill_bf16, the decode kernel's loop, all such prompts in one
 // parallel loop. at::scaled_dot_product_attention costs 80-110 us a call at the demo
 // model's 64 tokens of 8 heads of 32, a quarter of a 32-prompt burst's prefill: the tasks
 // took 1.2-1.3 ms against 2.7 ms for the 32 calls, 52-54 against 79-108 us for one prompt,
 // 1.3-1.8x less up to 512 tokens, the same at 256 after 1000 cached and at 1024 alone.
-// Past that a prompt, or any prompt elsewhere, is one SDPA call.
-constexpr int64_t SHORT_WORK = 512 * 512;
+// Longer prompts take the same tasks, though one SDPA call was no slower from about 1024
+// tokens: a token then attends in the decode kernel's order whether its prompt is short or
+// long, whole or in chunks, after a cached prefix or not, so greedy decoding gives the same
+// tokens in every case (tests/test_attention_invariance.py). Any prompt elsewhere (float32,
+// no AVX512-BF16) is one SDPA call.
 
 at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& slots,
@@ -539,7 +556,7 @@ at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k, const at:
     std::vector<int64_t> tok, prm;
     int64_t longest = 0;
     for (int64_t s = 0; s < S; s++)
-      if (n[s] * (P[s] + n[s]) <= SHORT_WORK) {
+      {
         // Its tokens from both ends in turn (first, last, second, ...): a token's cost grows
         // with its place in the prompt, so any run of tasks, one thread's share, is even.
         for (int64_t j = 0; j < n[s]; j++) tok.push_back(start[s] + (j % 2 ? n[s] - 1 - j / 2 : j / 2)), prm.push_back(s);
