@@ -12,7 +12,8 @@ import pytest
 from conftest import peaky_engine_model
 
 from chatsmith.checkpoint import load_checkpoint, save_checkpoint
-from chatsmith.engine.generate import generate_uncached
+from chatsmith.engine.generate import Generator
+from chatsmith.engine.sampling import SamplingParams
 from chatsmith.interop import export_main, import_main
 from chatsmith.tokenizer.chat_format import encode_prompt
 
@@ -64,13 +65,14 @@ def check_same_tokens(ckpt: Path, gguf_file: Path) -> None:
     model, tok, _ = load_checkpoint(ckpt)
     llm = llama_cpp.Llama(str(gguf_file), n_ctx=512, n_threads=2, n_batch=512, verbose=False)
     stops = {tok.im_end_id, tok.bos_id}
-    for conv in CONVERSATIONS:
-        ids = encode_prompt(tok, conv)
+    prompts = [encode_prompt(tok, conv) for conv in CONVERSATIONS]
+    gen = Generator(model, tok, max_len=512, slots=len(prompts))  # chat and serve's engine
+    outs = gen.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=N_TOKENS), run_tools=False)
+    for ids, out in zip(prompts, outs):
         text = tok.decode(ids)
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids, text
-        theirs = llama_greedy(llm, ids, N_TOKENS, stops)
-        ours = generate_uncached(model, ids, N_TOKENS, stop_id=tok.im_end_id)
-        ours = ours[: next((i + 1 for i, t in enumerate(ours) if t in stops), len(ours))]
+        theirs = [t for t in llama_greedy(llm, ids, N_TOKENS, stops) if t not in stops]
+        ours = [t for t in out[0].token_ids if t not in stops]
         assert len(ours) > 3 and theirs == ours, (tok.decode(theirs), tok.decode(ours))
 
 
