@@ -29,8 +29,18 @@ ERRORS = {
 }
 # The HTTP bearer scheme; a server that never had a key also takes requests without one.
 SECURITY = [{"bearer": []}, {}]
-SSE = {"text/event-stream": {"schema": {"type": "string", "description": "OpenAI's SSE framing: "
-                                        "`data: {chunk}` lines, then `data: [DONE]`"}}}
+# Before OpenAPI 3.2 (itemSchema), an event stream's `schema` describes one event.
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "description": "A chunk object as JSON (or an error object); "
+                 "the last event is `[DONE]`"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 def doc(
@@ -44,7 +54,7 @@ def doc(
         c: {"model": ErrorResponse, "description": ERRORS[c]} for c in sorted(codes)
     }
     if stream:
-        responses[200] = {"description": stream, "content": SSE}
+        responses[200] = {"description": stream, "content": {"text/event-stream": {"schema": SSE_EVENT}}}
     extra: dict[str, Any] = {"security": SECURITY} if auth else {}
     if body is not None:
         schema = body.model_json_schema(ref_template=REF)

@@ -7,7 +7,7 @@ so an acknowledged message survives the server being killed.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
@@ -42,7 +42,7 @@ class ConversationPatch(_Body):
 
 
 class NewMessage(_Body):
-    role: str
+    role: Literal["system", "user", "assistant", "tool"]  # the store's ROLES, so the document lists them
     content: str = ""
     parent_id: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
