@@ -76,6 +76,8 @@ def test_errors_are_documented_as_sent(spec) -> None:
                 assert err == {"$ref": "#/components/schemas/ErrorResponse"}, (path, c)
         if method in WRITES:
             assert {"400", "413", "415"} <= codes, (method, path, codes)
+        if path not in ("/health", "/metrics"):
+            assert op["security"] == [{"bearer": []}, {}] and "401" in codes, (method, path)
     by = {(p, m): set(op["responses"]) for p, m, op in operations(spec)}
     assert {"400", "401", "404", "429", "503"} <= by["/v1/chat/completions", "post"]
     assert {"401", "404"} <= by["/api/conversations/{conv_id}", "get"]
