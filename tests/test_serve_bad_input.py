@@ -91,3 +91,9 @@ def test_odd_shapes_are_400(api) -> None:
         bad(r, "tools.0.function.parameters")
     ok = api("POST", "/v1/chat/completions", json={"messages": msgs, "tools": tools})
     assert ok.status_code == 200, ok.text
+
+
+def test_tokenize_of_no_messages_is_400(api) -> None:
+    """`messages: []` passed the tokenize model but not the chat one it is rebuilt into: a 500."""
+    bad(api("POST", "/tokenize", json={"messages": []}), "messages")
+    assert api("POST", "/tokenize", json={"messages": [{"role": "user", "content": "hi"}]}).status_code == 200

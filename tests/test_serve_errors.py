@@ -227,3 +227,23 @@ def test_overloaded_engine_is_503_with_retry_after(tiny_tok, tmp_path) -> None:
         r = post(s, {"messages": HELLO})
         assert_error(r, 503, code="overloaded")
         assert r.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-6])
+def test_a_temperature_below_float32_range_is_greedy(live, temperature) -> None:
+    """Such a temperature became 0 in float32 and the sampler divided by it: NaN
+    probabilities, a failed engine step and a 500. Below 1e-5 it means greedy, as in vLLM."""
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 4}
+    r = post(live, {**body, "temperature": temperature})
+    assert r.status_code == 200, r.text
+    greedy = post(live, {**body, "temperature": 0}).json()
+    assert r.json()["choices"][0]["message"] == greedy["choices"][0]["message"]
+
+
+@pytest.mark.parametrize("penalty", [1e-300, 1e-40, 0.001])
+def test_a_vanishing_repetition_penalty_is_refused(live, penalty) -> None:
+    """Dividing logits by 1e-40 overflows float32 (NaN probabilities, a 500): a 400 names it."""
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 4, "temperature": 1}
+    body["repetition_penalty"] = penalty
+    assert_error(post(live, body), 400, param="repetition_penalty")
+    assert post(live, {**body, "repetition_penalty": 0.5}).status_code == 200

@@ -1,8 +1,10 @@
 """Load test (`make loadtest`): 32 concurrent streaming clients for 60 s against the demo model.
 
 Zero errors allowed; p50/p99 time to first token and total tokens/s are printed as JSON
-on the last line; the server's memory at the end must be within 10 % of its memory after
-warm-up. CHATSMITH_LOADTEST_MODEL / _SECONDS / _CLIENTS change the defaults.
+on the last line; the server's memory at the end must be within 10 % of its memory
+after warm-up. (TTFT counts the first content: the calculator prompt's hidden tool turn
+comes first, so its TTFT is many times the others' even with one client.)
+CHATSMITH_LOADTEST_MODEL / _SECONDS / _CLIENTS change the defaults.
 """
 
 from __future__ import annotations
@@ -121,7 +123,8 @@ def test_load_32_streaming_clients(tmp_path) -> None:
     log = tmp_path / "server.log"
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     try:
-        deadline = time.time() + 180
+        # A fresh machine first builds the CPU kernels (about 2 minutes on 2 cores).
+        deadline = time.time() + 600
         while True:
             assert p.poll() is None, log.read_text()[-2000:]
             try:

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
+from fastapi.responses import StreamingResponse
 from pydantic import Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -28,6 +29,7 @@ from chatsmith.serve.errors import APIError, bad_request
 from chatsmith.serve.history import Fitted, as_chat, fit, reserve
 from chatsmith.serve.metrics import Timing
 from chatsmith.serve.openai_routes import _chat_deltas, _event_stream, _observe, merged, read_body, submit
+from chatsmith.serve.openapi import doc
 from chatsmith.serve.protocol import ChatMessage, ChatRequest, _Body
 from chatsmith.serve.response_models import (
     ChatCompletionChunk,
@@ -113,7 +115,11 @@ class _Row:
             await anyio.to_thread.run_sync(self.store.update_answer, self.id, text, self.status, tool_calls)
 
 
-@router.post("/conversations/{conv_id}/answer")
+@router.post(
+    "/conversations/{conv_id}/answer",
+    response_class=StreamingResponse,
+    **doc(AnswerRequest, 401, 404, 429, 503, stream="The answer: an SSE stream of chat.completion.chunk"),
+)
 async def answer(request: HTTPRequest, conv_id: str, who: LimitedWho) -> Any:
     ctx = ctx_of(request)
     body = await read_body(request, AnswerRequest)

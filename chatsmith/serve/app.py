@@ -14,7 +14,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatsmith.common.log import warn
-from chatsmith.serve import answer_routes, info_routes, openai_routes, web_routes
+from chatsmith.serve import answer_routes, info_routes, openai_routes, openapi, web_routes
 from chatsmith.serve.context import ServerContext
 from chatsmith.serve.errors import APIError, error_body
 
@@ -128,6 +128,7 @@ def create_app(ctx: ServerContext, static_dir: Path | None = None) -> FastAPI:
     app.include_router(answer_routes.router)
     _mount_web(app, static_dir or STATIC)
     _add_docs(app)
+    openapi.install(app)
     return app
 
 

@@ -119,6 +119,12 @@ def _forced_tool(req: ChatRequest) -> str | None:
     raise bad_request("tool_choice must be 'none', 'auto', 'required' or a function", param="tool_choice")
 
 
+def _temperature(t: float | None) -> float:
+    # Below vLLM's _SAMPLING_EPS a temperature means greedy; far below, it is 0 in float32
+    # and the sampler would divide by it.
+    return 1.0 if t is None else 0.0 if t < 1e-5 else t
+
+
 def sampling(
     req: _Sampling, backend: Backend, prompt_len: int, limit: int | None, **extra: Any
 ) -> SamplingParams:
@@ -137,7 +143,7 @@ def sampling(
     except ValueError:
         raise bad_request("logit_bias keys must be token ids", param="logit_bias") from None
     p = SamplingParams(
-        temperature=1.0 if req.temperature is None else req.temperature,
+        temperature=_temperature(req.temperature),
         top_p=1.0 if req.top_p is None else req.top_p,
         top_k=max(0, req.top_k or 0),
         min_p=req.min_p or 0.0,

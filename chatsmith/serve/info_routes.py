@@ -4,22 +4,33 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from fastapi import Request as HTTPRequest
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from chatsmith.serve.context import caller, ctx_of
 from chatsmith.serve.convert import check_model, conversation
 from chatsmith.serve.errors import APIError
 from chatsmith.serve.openai_routes import read_body
+from chatsmith.serve.openapi import doc
 from chatsmith.serve.protocol import ChatRequest, DetokenizeRequest, TokenizeRequest
-from chatsmith.serve.response_models import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse
+from chatsmith.serve.response_models import (
+    DetokenizeResponse,
+    Health,
+    ModelCard,
+    ModelList,
+    TokenizeResponse,
+)
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_prompt, render_with_controls
 
 router = APIRouter()
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "The model is loading, or failed to load"}},
+)
 async def health(request: HTTPRequest) -> Response:
     b = ctx_of(request).backend
     if b.error:
@@ -29,12 +40,12 @@ async def health(request: HTTPRequest) -> Response:
     return JSONResponse({"status": "ok", **b.stats()})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: HTTPRequest) -> Response:
     return Response(ctx_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-@router.get("/v1/models", dependencies=[Depends(caller)])
+@router.get("/v1/models", dependencies=[Depends(caller)], **doc(None, 401, 503))
 async def models(request: HTTPRequest) -> ModelList:
     ctx = ctx_of(request)
     ctx.ensure_ready()
@@ -42,7 +53,7 @@ async def models(request: HTTPRequest) -> ModelList:
     return ModelList(data=[ModelCard(id=b.name, created=b.created, max_model_len=b.context_length)])
 
 
-@router.get("/v1/models/{model_id}", dependencies=[Depends(caller)])
+@router.get("/v1/models/{model_id}", dependencies=[Depends(caller)], **doc(None, 401, 404, 503))
 async def model(request: HTTPRequest, model_id: str) -> ModelCard:
     card = (await models(request)).data[0]
     if model_id != card.id:
@@ -50,7 +61,7 @@ async def model(request: HTTPRequest, model_id: str) -> ModelCard:
     return card
 
 
-@router.post("/tokenize", dependencies=[Depends(caller)])
+@router.post("/tokenize", dependencies=[Depends(caller)], **doc(TokenizeRequest, 401, 404, 503))
 async def tokenize(request: HTTPRequest) -> TokenizeResponse:
     req = await read_body(request, TokenizeRequest)
     c = ctx_of(request)
@@ -73,7 +84,7 @@ def _tokens(tok: BPETokenizer, req: TokenizeRequest) -> list[int]:
     raise APIError(400, "send `prompt` or `messages`", param="prompt")
 
 
-@router.post("/detokenize", dependencies=[Depends(caller)])
+@router.post("/detokenize", dependencies=[Depends(caller)], **doc(DetokenizeRequest, 401, 503))
 async def detokenize(request: HTTPRequest) -> DetokenizeResponse:
     req = await read_body(request, DetokenizeRequest)
     c = ctx_of(request)

@@ -26,6 +26,7 @@ from chatsmith.serve.context import LimitedWho, ServerContext, ctx_of
 from chatsmith.serve.convert import Prepared, prepare_chat, prepare_completions, too_long
 from chatsmith.serve.errors import APIError, bad_request
 from chatsmith.serve.metrics import Timing
+from chatsmith.serve.openapi import doc
 from chatsmith.serve.protocol import MAX_MESSAGES, ChatRequest, CompletionRequest
 from chatsmith.serve.response_models import (
     ChatCompletion,
@@ -51,6 +52,7 @@ from chatsmith.serve.responses import (
 )
 
 router = APIRouter()
+JSON_OR_SSE = "The answer: JSON, or with `stream: true` an SSE stream of chunks"
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -213,7 +215,11 @@ class _Head:
         return Completion(**vars(self), choices=choices, usage=usage)
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion)
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    **doc(ChatRequest, 401, 404, 429, 500, 503, stream=JSON_OR_SSE),
+)
 async def chat_completions(request: HTTPRequest, _who: LimitedWho) -> Any:
     ctx = ctx_of(request)
     req = await read_body(request, ChatRequest)
@@ -290,7 +296,11 @@ def _submit_all(ctx: ServerContext, preps: list[Prepared]) -> list[Request]:
     return reqs
 
 
-@router.post("/v1/completions", response_model=Completion)
+@router.post(
+    "/v1/completions",
+    response_model=Completion,
+    **doc(CompletionRequest, 401, 404, 429, 500, 503, stream=JSON_OR_SSE),
+)
 async def completions(request: HTTPRequest, _who: LimitedWho) -> Any:
     ctx = ctx_of(request)
     req = await read_body(request, CompletionRequest)

@@ -70,7 +70,8 @@ class _Sampling(_Body):
     seed: int | None = None
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
-    repetition_penalty: float = Field(default=1.0, gt=0, le=10)
+    # Logits are divided by it in float32: near 0 they overflow to NaN probabilities.
+    repetition_penalty: float = Field(default=1.0, ge=0.01, le=10)
     logit_bias: dict[str, float] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -113,7 +114,7 @@ class CompletionRequest(_Sampling):
 class TokenizeRequest(_Body):
     model: str | None = None
     prompt: str | None = None
-    messages: list[ChatMessage] | None = Field(default=None, max_length=MAX_MESSAGES)
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=MAX_MESSAGES)
     add_generation_prompt: bool = True
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 
 class ResponseModel(BaseModel):
@@ -175,6 +175,14 @@ class TokenizeResponse(ResponseModel):
 
 class DetokenizeResponse(ResponseModel):
     prompt: str
+
+
+class Health(BaseModel):
+    """/health: "ok" with the engine's counters, "loading", or "error" with the reason."""
+
+    model_config = ConfigDict(extra="allow")
+    status: Literal["ok", "loading", "error"]
+    error: str | None = None
 
 
 class ErrorInfo(ResponseModel):

@@ -7,7 +7,7 @@ so an acknowledged message survives the server being killed.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
@@ -18,6 +18,7 @@ from chatsmith.common.errors import ChatsmithError
 from chatsmith.serve.context import Who, ctx_of
 from chatsmith.serve.errors import APIError, bad_request
 from chatsmith.serve.openai_routes import read_body
+from chatsmith.serve.openapi import doc
 from chatsmith.serve.response_models import ResponseModel
 from chatsmith.serve.store import Conversation, Message, Store, new_id
 
@@ -41,7 +42,7 @@ class ConversationPatch(_Body):
 
 
 class NewMessage(_Body):
-    role: str
+    role: Literal["system", "user", "assistant", "tool"]  # the store's ROLES, so the document lists them
     content: str = ""
     parent_id: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
@@ -151,39 +152,39 @@ async def _run(fn: Any, *args: Any, **kw: Any) -> Any:
         raise bad_request(str(e)) from None
 
 
-@router.get("/conversations")
+@router.get("/conversations", **doc(None, 401))
 async def list_conversations(request: HTTPRequest, who: Who, q: str = "") -> ConversationList:
     convs = await _run(_store(request).list_conversations, who.user_id, q[:200])
     return ConversationList(data=[ConversationOut.of(c) for c in convs])
 
 
-@router.post("/conversations")
+@router.post("/conversations", **doc(NewConversation, 401))
 async def create_conversation(request: HTTPRequest, who: Who) -> ConversationOut:
     body = await read_body(request, NewConversation)
     c = await _run(_store(request).create_conversation, who.user_id, body.title, body.settings)
     return ConversationOut.of(c, [])
 
 
-@router.get("/conversations/{conv_id}")
+@router.get("/conversations/{conv_id}", **doc(None, 401, 404))
 async def get_conversation(request: HTTPRequest, conv_id: str, who: Who) -> ConversationOut:
     c, msgs = await _run(_store(request).conversation, who.user_id, conv_id)
     return ConversationOut.of(c, msgs)
 
 
-@router.patch("/conversations/{conv_id}")
+@router.patch("/conversations/{conv_id}", **doc(ConversationPatch, 401, 404))
 async def patch_conversation(request: HTTPRequest, conv_id: str, who: Who) -> ConversationOut:
     body = await read_body(request, ConversationPatch)
     c = await _run(_store(request).update_conversation, who.user_id, conv_id, **body.model_dump())
     return ConversationOut.of(c)
 
 
-@router.delete("/conversations/{conv_id}")
+@router.delete("/conversations/{conv_id}", **doc(None, 401, 404))
 async def delete_conversation(request: HTTPRequest, conv_id: str, who: Who) -> Deleted:
     await _run(_store(request).delete_conversation, who.user_id, conv_id)
     return Deleted(id=conv_id)
 
 
-@router.post("/conversations/{conv_id}/messages")
+@router.post("/conversations/{conv_id}/messages", **doc(NewMessage, 401, 404))
 async def add_message(request: HTTPRequest, conv_id: str, who: Who) -> AddedMessage:
     body = await read_body(request, NewMessage)
     m = await _run(
@@ -198,7 +199,7 @@ async def add_message(request: HTTPRequest, conv_id: str, who: Who) -> AddedMess
     return AddedMessage.model_validate(m, from_attributes=True)
 
 
-@router.post("/conversations/import")
+@router.post("/conversations/import", **doc(ImportedConversation, 401))
 async def import_conversation(request: HTTPRequest, who: Who) -> ConversationOut:
     """A conversation exported by the web app (GET /api/conversations/{id}); ids are renewed."""
     body = await read_body(request, ImportedConversation)
