@@ -86,3 +86,16 @@ def test_ids_past_65535_are_stored_as_uint32_and_read_back(tmp_path: Path, tiny_
     loader = BOSAlignedLoader(tmp_path, 1, 16, split="all")
     got = sorted(tuple(loader.document(i)[1:].tolist()) for i in range(loader.documents))
     assert got == sorted(tuple(d.tolist()) for d in docs)
+
+
+def test_pretrain_epochs_become_steps_that_cover_the_folder_once(folder: Path) -> None:
+    """--pretrain.epochs=1 on 2 ranks: the steps the loop derives read every training row once."""
+    from chatsmith.common.config import TrainConfig
+    from chatsmith.train.loop import steps_from_epochs
+
+    rank0 = BOSAlignedLoader(folder, 2, 16, 0, 2, split="train")
+    tc = TrainConfig(batch_size=2, seq_len=16, epochs=1.0)
+    steps_from_epochs("pretrain", tc, rank0, world=2)
+    per_step = 2 * 2  # rows per rank x ranks (no accumulation at these sizes)
+    assert tc.steps == -(-rank0.rows_per_epoch // per_step)
+    assert (tc.steps - 1) * per_step < rank0.rows_per_epoch <= tc.steps * per_step

@@ -93,7 +93,7 @@ class TrainConfig:
     eval_batches: int = 8
     ckpt_every: int = 0  # 0 = only at the end
     log_every: int = 10
-    epochs: float = 0.0  # >0: steps = that many passes over the stage's rows (sft, dpo, rm, rl)
+    epochs: float = 0.0  # >0: steps = that many passes over the stage's rows (every stage, pretrain too)
     optimizer: str = "muon"  # muon (block matrices; AdamW for the rest) | adamw (everything)
     matrix_lr: float = 0.02  # Muon's rate for the block matrices (nanochat's default)
     muon_momentum: float = 0.95

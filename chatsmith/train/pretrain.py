@@ -21,7 +21,7 @@ from chatsmith.data.tokens.folder import bytes_per_token, check_tokenizer, folde
 from chatsmith.data.tokens.stream import BOSAlignedLoader
 from chatsmith.model.build import build_model, gpt_config
 from chatsmith.tokenizer.bpe import BPETokenizer
-from chatsmith.train.loop import Stage, mean_loss, train
+from chatsmith.train.loop import Stage, mean_loss, steps_from_epochs, train
 
 
 def run_tokenizer(tok_dir: Path, out: Path) -> BPETokenizer:
@@ -62,6 +62,7 @@ def run_pretrain(
     )
     val = BOSAlignedLoader(tok_dir, tc.batch_size, tc.seq_len, split="val", val_fraction=vf, fingerprint=fp)
     bpt = bytes_per_token(manifest, "val")
+    steps_from_epochs("pretrain", tc, loader, di.world_size)  # --pretrain.epochs=N, like every stage
     model = build_model(gpt_config(cfg.model, tok.vocab_size), device, seed=cfg.run.seed)
     info(
         f"[pretrain] model: {model.num_params() / 1e6:.2f}M parameters "

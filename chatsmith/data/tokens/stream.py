@@ -111,6 +111,11 @@ class BOSAlignedLoader:
         adds one BOS, so an epoch may run a few rows past this)."""
         return math.ceil(self.tokens_per_epoch / (self.T + 1))
 
+    @property
+    def rows_per_batch(self) -> int:
+        """Rows one next_batch() reads on this rank (train/loop.steps_from_epochs counts with it)."""
+        return self.B
+
     def document(self, i: int) -> np.ndarray:
         """The tokens (BOS first) of document i of this split."""
         s = int(self.doc_start[i])
