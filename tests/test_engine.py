@@ -123,3 +123,18 @@ def test_ignore_eos_runs_past_the_end_of_the_turn(tiny_tok) -> None:
     events = list(gen.stream([1], SamplingParams(max_new_tokens=len(ids), ignore_eos=True), run_tools=False))
     assert [e.token for e in events if e.kind == "token"] == ids
     assert events[-1].data["finish_reason"] == "length"
+
+
+def test_extreme_sampling_values_are_greedy_or_refused_never_a_crash() -> None:
+    """A temperature too small for float32 means greedy; a near-zero repetition penalty is refused
+    (both overflowed the logits and failed the engine step for everyone in the batch)."""
+    import pytest
+
+    from chatsmith.common.errors import ChatsmithError
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0]])
+    for t in (1e-300, 5e-324, 1e-6):
+        p = SamplingParams(temperature=t).validate()
+        assert p.greedy and int(sample(logits, p, torch.Generator().manual_seed(0))[0]) == 4
+    with pytest.raises(ChatsmithError, match="repetition_penalty"):
+        SamplingParams(repetition_penalty=1e-40).validate()

@@ -52,8 +52,8 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2 <= getattr(self, name) <= 2:
                 bad(name, "must be in [-2, 2]")
-        if not 0 < self.repetition_penalty <= 10:
-            bad("repetition_penalty", "must be in (0, 10]")
+        if not 0.01 <= self.repetition_penalty <= 10:  # smaller ones overflow float32 logits
+            bad("repetition_penalty", "must be in [0.01, 10]")
         if self.n < 1:
             bad("n", "must be >= 1")
         if self.seed is not None and not 0 <= self.seed < 2**63 - 64:  # + choice index stays in range
@@ -75,7 +75,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        # Below 1e-5 dividing logits by it overflows float32; it means greedy (as vLLM reads it).
+        return self.temperature < 1e-5
 
 
 class SeqSampler:
