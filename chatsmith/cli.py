@@ -108,6 +108,12 @@ def _add_export(sub: Any) -> None:
     e = sub.add_parser("export", help="export a checkpoint to the Hugging Face format")
     e.add_argument("--model", required=True, help="checkpoint folder or run name")
     e.add_argument("--to", default="hf", help="target format (hf)")
+    e.add_argument(
+        "--merge-lora", action="store_true", help="export a LoRA adapter merged into its base"
+    )
+    e.add_argument(
+        "--adapter", default="", help="with --merge-lora: a PEFT LoRA adapter folder for --model to merge"
+    )
     e.add_argument("out", help="output folder")
     e.set_defaults(func=_run_export)
 
@@ -115,6 +121,13 @@ def _add_export(sub: Any) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from chatsmith.interop import export_main
 
+    if args.merge_lora or args.adapter:
+        from chatsmith.interop.peft_adapter import export_merged
+
+        if not args.merge_lora:
+            raise ChatsmithError("--adapter is merged into the export: add --merge-lora")
+        export_merged(str(resolve_model(args.model)), args.adapter, args.to, args.out)
+        return 0
     export_main(str(resolve_model(args.model)), args.to, args.out)
     return 0
 
