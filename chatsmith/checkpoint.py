@@ -292,12 +292,32 @@ def merge_adapter(model: GPT, path: Path) -> None:
         alpha = float(conf.get("alpha_pattern", {}).get(name.split(".")[-1], conf.get("lora_alpha", r)))
         scale = alpha / (r**0.5 if conf.get("use_rslora") else r)
         pairs.append((m, A, B, scale))
-    if not pairs:
+    rows = _token_rows(model, conf, tensors, path)
+    if not pairs and rows is None:
         raise ChatsmithError(f"LoRA adapter {path} holds no lora_A/lora_B tensors")
     with torch.no_grad():
         for m, A, B, scale in pairs:
             delta = scale * (B.float() @ A.float())
             m.weight.copy_((m.weight.float() + delta.to(m.weight.device)).to(m.weight.dtype))
+        if rows is not None:  # PEFT's trainable tokens replace whole rows (tied heads share them)
+            ids, values = rows
+            w = model.embed_tokens.weight
+            w[ids.to(w.device)] = values.to(w.device, w.dtype)
+
+
+def _token_rows(
+    model: GPT, conf: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The embedding rows an adapter replaces (trainable_token_indices), checked against the model."""
+    values = tensors.get("embed_tokens.token_adapter.trainable_tokens_delta")
+    if values is None:
+        return None
+    spec = conf.get("trainable_token_indices") or {}
+    ids = torch.tensor(spec.get("embed_tokens", []) if isinstance(spec, dict) else spec, dtype=torch.long)
+    w = model.embed_tokens.weight
+    if values.shape != (len(ids), w.shape[1]) or (len(ids) and int(ids.max()) >= w.shape[0]):
+        raise ChatsmithError(f"LoRA adapter {path} is for another base: its token rows do not fit this model")
+    return ids, values
 
 
 def load_adapter_checkpoint(

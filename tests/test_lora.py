@@ -112,6 +112,33 @@ def test_peft_loads_the_adapter_onto_the_exported_base_with_equal_logits(setup, 
     assert (want - logits(base, ids)).abs().max() > 1e-2  # the adapter does change the logits
 
 
+def test_trained_token_rows_load_in_peft_on_a_tied_model(tiny_tok, hf, tmp_path) -> None:
+    """New tokens (tool tags) train their embedding rows, which a tied head reads too (PEFT's
+    trainable_token_indices): peft gives the same logits, and so does the merged model."""
+    import peft
+
+    make_base(tiny_tok, tmp_path / "base", seed=4, tie_embeddings=True)
+    model, _, _ = load_checkpoint(tmp_path / "base")
+    lc = LoRAConfig(rank=2, alpha=4.0, targets="q_proj,v_proj", tokens="<tool_call>,</tool_call>")
+    apply_lora(model, lc, tmp_path / "base", seed=0, tok=tiny_tok)
+    randomize(model, 9, only="lora_")
+    randomize(model, 10, only="token_adapter")
+    save_adapter_dir(model, tiny_tok, tmp_path / "adapter")
+    base, _, _ = load_checkpoint(tmp_path / "base")
+    export_hf(base, tiny_tok, tmp_path / "base-hf")
+    hm = hf.AutoModelForCausalLM.from_pretrained(tmp_path / "base-hf", dtype=torch.float32)
+    pm = peft.PeftModel.from_pretrained(hm, tmp_path / "adapter").eval()
+    ids = tiny_tok.encode("<tool_call>\n" + PROMPT + "</tool_call>")
+    with torch.no_grad():
+        got = pm(torch.tensor([ids])).logits[0].float()
+    want = logits(model, ids)
+    assert (got - want).abs().max() < 1e-4
+    merged, _, _ = load_checkpoint(tmp_path / "adapter")
+    assert (logits(merged, ids) - want).abs().max() < 1e-4
+    call = tiny_tok.tok.token_to_id("<tool_call>")
+    assert (want[:, call] - logits(base, ids)[:, call]).abs().max() > 1e-2  # the head reads the new row
+
+
 def test_merged_export_equals_serving_the_adapter(setup, tiny_tok, hf, tmp_path) -> None:
     root, model = setup
     served, tok, meta = load_checkpoint(root / "adapter")  # what chat, serve and eval load

@@ -156,6 +156,7 @@ class LoRAConfig:
     alpha: float = 16.0  # the update is scaled by alpha / rank, as PEFT does
     dropout: float = 0.0  # on the adapter's input only
     targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # Linear layers of each block
+    tokens: str = ""  # comma-separated tokens whose embedding rows train too (e.g. added tool tags)
 
 
 _POST: dict[str, Any] = {"optimizer": "adamw", "embedding_lr": 1e-4, "unembedding_lr": 1e-4, "eval_every": 50}

@@ -107,7 +107,7 @@ def run_dpo(
     tc = cfg.dpo
     s = setup_pairs("dpo", cfg, tc, init_dir, train_pairs, val_pairs, device, skip_bad)
     model, tok = s.gpt, s.tok
-    apply_lora(model, cfg.lora, init_dir, cfg.run.seed)  # then the reference is the base, adapters off
+    apply_lora(model, cfg.lora, init_dir, cfg.run.seed, tok)  # then the reference is the base, adapters off
     ref = reference_of(model)
     info(
         f"[dpo] {len(s.train_enc)} training pairs, {len(s.val_enc)} held-out pairs, beta {tc.beta}, "

@@ -58,6 +58,46 @@ class LoRALinear(nn.Linear):
         return y + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
 
 
+class TokenRows(nn.Module):
+    """New values for a few rows of the embedding (PEFT's trainable tokens: `trainable_tokens_delta`
+    holds the rows themselves), for tokens the base never learned, such as added tool tags."""
+
+    def __init__(self, weight: torch.Tensor, ids: list[int]) -> None:
+        super().__init__()
+        idx = torch.tensor(ids, dtype=torch.long, device=weight.device)
+        self.register_buffer("ids", idx, persistent=False)
+        self.trainable_tokens_delta = nn.Parameter(weight.detach()[self.ids].clone())
+        self.enabled = True
+
+    def weight(self, base: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return base
+        return base.index_copy(0, self.ids, self.trainable_tokens_delta.to(base.dtype))
+
+
+class RowsEmbedding(nn.Embedding):
+    token_adapter: TokenRows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.embedding(x, self.token_adapter.weight(self.weight))
+
+
+class RowsHead(nn.Linear):
+    """A tied output head reads the same trained rows as the embedding, as PEFT ties them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.rows.weight(self.weight), self.bias)
+
+
+def add_token_rows(model: GPT, tokens: list[int]) -> None:
+    emb = model.embed_tokens
+    emb.__class__ = RowsEmbedding
+    emb.token_adapter = TokenRows(emb.weight, tokens)
+    if model.cfg.tie_embeddings:
+        model.lm_head.__class__ = RowsHead
+        object.__setattr__(model.lm_head, "rows", emb.token_adapter)  # not a second submodule
+
+
 def targets_of(lc: LoRAConfig) -> list[str]:
     names = [t.strip() for t in lc.targets.split(",") if t.strip()]
     bad = [t for t in names if t not in TARGETS]
@@ -66,16 +106,28 @@ def targets_of(lc: LoRAConfig) -> list[str]:
     return names
 
 
-def apply_lora(model: GPT, lc: LoRAConfig, base: Path, seed: int) -> bool:
+def token_ids(tok: BPETokenizer, lc: LoRAConfig) -> list[int]:
+    """lora.tokens (comma-separated token strings) as ids; each must be one token of the vocabulary."""
+    names = [t.strip() for t in lc.tokens.split(",") if t.strip()]
+    ids = [tok.tok.token_to_id(t) for t in names]
+    bad = [n for n, i in zip(names, ids) if i is None]
+    if bad:
+        raise ChatsmithError(f"lora.tokens: {', '.join(bad)} not single tokens of this model's vocabulary")
+    return sorted(set(ids))
+
+
+def apply_lora(model: GPT, lc: LoRAConfig, base: Path, seed: int, tok: BPETokenizer | None = None) -> bool:
     """With lora.rank > 0: freeze the model and adapt lc.targets in every block; whether it did.
 
-    `base` is the checkpoint the model was loaded from: the adapter's checkpoint names it.
+    `base` is the checkpoint the model was loaded from: the adapter's checkpoint names it. The
+    rows of lora.tokens (new tokens such as tool tags) train too (PEFT's trainable tokens).
     """
     if lc.rank <= 0:
         return False
     targets = targets_of(lc)
     model.lora_base = {"path": str(Path(base).resolve()), "fingerprint": weights_fingerprint(model)}
     model.lora_config = lc
+    model.lora_tokens = token_ids(tok, lc) if tok is not None else []
     model.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
     for block in model.layers:
@@ -85,6 +137,8 @@ def apply_lora(model: GPT, lc: LoRAConfig, base: Path, seed: int) -> bool:
                 if isinstance(lin, nn.Linear):
                     lin.__class__ = LoRALinear
                     lin.add_adapter(lc.rank, lc.alpha, lc.dropout, gen)
+    if model.lora_tokens:
+        add_token_rows(model, model.lora_tokens)
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     info(
         f"[lora] rank {lc.rank}, alpha {lc.alpha:g} on {','.join(targets)}: {n / 1e6:.2f}M trainable "
@@ -101,13 +155,18 @@ def has_lora(model: nn.Module) -> bool:
 def adapters_off(model: nn.Module) -> Iterator[None]:
     """The base model for the duration: every adapter switched off, then back on."""
     mods = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    rows = [m for m in model.modules() if isinstance(m, TokenRows)]
     for m in mods:
         m.lora_enabled = False
+    for r in rows:
+        r.enabled = False
     try:
         yield
     finally:
         for m in mods:
             m.lora_enabled = True
+        for r in rows:
+            r.enabled = True
 
 
 class BaseView:
@@ -150,6 +209,7 @@ def peft_config(gpt: GPT) -> dict[str, Any]:
         "inference_mode": True,
         "rank_pattern": {},
         "alpha_pattern": {},
+        "trainable_token_indices": {"embed_tokens": gpt.lora_tokens} if gpt.lora_tokens else None,
     }
 
 
@@ -166,7 +226,7 @@ def save_stage(
     if not has_lora(gpt):
         save_checkpoint(path, gpt, tok, meta, optimizer_state, train_state, state=state)
         return
-    tensors = {k: v for k, v in state.items() if ".lora_A." in k or ".lora_B." in k}
+    tensors = {k: v for k, v in state.items() if ".lora_A." in k or ".lora_B." in k or ".token_adapter." in k}
     base = {"base": gpt.lora_base["path"], "base_fingerprint": gpt.lora_base["fingerprint"]}
     save_adapter(path, tensors, peft_config(gpt), tok, {**meta, **base}, optimizer_state, train_state)
 

@@ -212,7 +212,7 @@ def run_rl(
             f"rl.group_size is {tc.group_size}; GRPO compares answers, so it needs at least 2"
         )
     model, tok, _ = load_checkpoint(init_dir, device)
-    apply_lora(model, cfg.lora, init_dir, cfg.run.seed)  # then the reference is the base, adapters off
+    apply_lora(model, cfg.lora, init_dir, cfg.run.seed, tok)  # then the reference is the base, adapters off
     ref = reference_of(model) if tc.kl_coef > 0 else None
     sampler = Sampler(model, tok, device, dtype, max_batch=tc.batch_size * tc.group_size)
     eval_tokens = tc.max_new_tokens

@@ -53,7 +53,7 @@ def run_sft(
     """Fine-tune the model in base_dir; steps come from sft.steps, sft.epochs or a token budget."""
     tc = cfg.sft
     model, tok, _ = load_checkpoint(base_dir, device)
-    apply_lora(model, cfg.lora, base_dir, cfg.run.seed)  # with lora.rank > 0: train an adapter only
+    apply_lora(model, cfg.lora, base_dir, cfg.run.seed, tok)  # with lora.rank > 0: train an adapter only
     skipped = Skipped()
     train_enc = encode_all(tok, train_convs, tc.seq_len + 1, skip_bad, skipped)
     ids, tgt, dropped = pack_conversations(train_enc, tc.seq_len, tok.bos_id)
