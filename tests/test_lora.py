@@ -239,3 +239,23 @@ def test_bad_targets_are_refused(tiny_tok) -> None:
     model = build_model(tiny_cfg(tiny_tok.vocab_size), seed=0)
     with pytest.raises(ChatsmithError, match=r"lora\.targets"):
         apply_lora(model, LoRAConfig(rank=2, targets="q_proj,qkv"), Path("."), 0)
+
+
+def test_the_server_serves_an_adapter_on_its_base(setup, tiny_tok) -> None:
+    """`chatsmith serve --model ADAPTER_DIR`: the greedy reply is the adapted model's."""
+    from chatsmith.engine.generate import generate_uncached
+    from chatsmith.engine.sampling import SamplingParams
+    from chatsmith.serve.backend import Backend
+
+    root, model = setup
+    ids = tiny_tok.encode(PROMPT)
+    want = generate_uncached(model, ids, 8)
+    b = Backend("adapter", max_batch=2)
+    b.load_in_background(str(root / "adapter"), "cpu").join()
+    assert b.error is None and b.wait_ready(5)
+    try:
+        req = b.submit(ids, SamplingParams(max_new_tokens=8, stop_token_ids=[]), run_tools=False)
+        got = [e.token for e in req.events(timeout=60) if e.kind == "token"]
+    finally:
+        b.shutdown(drain=False, timeout=5)
+    assert got == want
