@@ -105,16 +105,17 @@ def _run_tokenizer_train(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: Any) -> None:
-    e = sub.add_parser("export", help="export a checkpoint to the Hugging Face format")
+    e = sub.add_parser("export", help="export a checkpoint to the Hugging Face format or a GGUF file")
     e.add_argument("--model", required=True, help="checkpoint folder or run name")
-    e.add_argument("--to", default="hf", help="target format (hf)")
+    e.add_argument("--to", default="hf", help="target format: hf (a folder) or gguf (a file)")
+    e.add_argument("--type", default="f16", help="GGUF weight type: f16, bf16 or q8_0 (default f16)")
     e.add_argument(
         "--merge-lora", action="store_true", help="export a LoRA adapter merged into its base"
     )
     e.add_argument(
         "--adapter", default="", help="with --merge-lora: a PEFT LoRA adapter folder for --model to merge"
     )
-    e.add_argument("out", help="output folder")
+    e.add_argument("out", help="output folder (hf) or file (gguf)")
     e.set_defaults(func=_run_export)
 
 
@@ -126,23 +127,28 @@ def _run_export(args: argparse.Namespace) -> int:
 
         if not args.merge_lora:
             raise ChatsmithError("--adapter is merged into the export: add --merge-lora")
-        export_merged(str(resolve_model(args.model)), args.adapter, args.to, args.out)
+        export_merged(str(resolve_model(args.model)), args.adapter, args.to, args.out, args.type)
         return 0
-    export_main(str(resolve_model(args.model)), args.to, args.out)
+    export_main(str(resolve_model(args.model)), args.to, args.out, gguf_type=args.type)
     return 0
 
 
 def _add_import(sub: Any) -> None:
-    i = sub.add_parser("import", help="import a local Hugging Face Qwen2/Qwen3/Llama checkpoint")
-    i.add_argument("src", help="folder with config.json, safetensors and tokenizer.json")
+    i = sub.add_parser("import", help="import a local Hugging Face or GGUF Qwen2/Qwen3/Llama model")
+    i.add_argument("src", help="folder with config.json, safetensors and tokenizer.json, or a .gguf file")
     i.add_argument("--out", required=True, help="chatsmith checkpoint folder to write")
+    i.add_argument(
+        "--add-tool-tokens",
+        action="store_true",
+        help="add chatsmith's tool tags as tokens if the model has none",
+    )
     i.set_defaults(func=_run_import)
 
 
 def _run_import(args: argparse.Namespace) -> int:
     from chatsmith.interop import import_main
 
-    import_main(args.src, args.out)
+    import_main(args.src, args.out, args.add_tool_tokens)
     return 0
 
 

@@ -26,7 +26,7 @@ from chatsmith.model.build import build_model
 from chatsmith.model.gpt import GPT, GPTConfig
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.tokenizer.chat_format import encode_conversation, encode_prompt, render
-from chatsmith.tokenizer.special import BOS, IM_END, IM_START, SPECIAL_TOKENS
+from chatsmith.tokenizer.special import BOS, IM_END, IM_START, REQUIRED_TOKENS, SPECIAL_TOKENS
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -284,8 +284,16 @@ def test_import_matches_transformers_and_round_trips(
     if shard:
         assert (src / "model.safetensors.index.json").is_file()
 
-    import_main(str(src), str(tmp_path / "ckpt"))
+    # The tool tags are added as tokens only when asked (and the model has none).
+    import_main(str(src), str(tmp_path / "ckpt"), add_tool_tokens=not chatml)
     model, tok, meta = load_checkpoint(tmp_path / "ckpt")
+    if not chatml:
+        import_main(str(src), str(tmp_path / "plain"))
+        plain = json.loads((tmp_path / "plain" / "meta.json").read_text())["added_tokens"]
+        assert list(plain) == REQUIRED_TOKENS
+        plain_tok = BPETokenizer.load(tmp_path / "plain")
+        assert plain_tok.tok.token_to_id("<tool_call>") is None  # the tags are text there
+        assert "<tool_call>" in plain_tok.decode(encode_prompt(plain_tok, TOOL_CONVERSATION))
     assert meta["source"]["architecture"] == cls.replace("Config", "ForCausalLM")
     assert (model.lm_head.weight is model.embed_tokens.weight) == tied
     if chatml:
@@ -445,8 +453,8 @@ def test_export_refuses_non_exportable_models_and_bad_arguments(
     assert not (tmp_path / "out").exists()
     good = build_model(GPTConfig(**base), seed=0)
     save_checkpoint(tmp_path / "good", good, tiny_tok, {"step": 0})
-    with pytest.raises(ChatsmithError, match="unknown export format 'gguf'"):
-        export_main(str(tmp_path / "good"), "gguf", str(tmp_path / "out"))
+    with pytest.raises(ChatsmithError, match="unknown export format 'onnx'"):
+        export_main(str(tmp_path / "good"), "onnx", str(tmp_path / "out"))
     with pytest.raises(ChatsmithError, match="not an empty folder"):
         export_main(str(tmp_path / "good"), "hf", str(exported))
     with pytest.raises(ChatsmithError, match="not an empty folder"):

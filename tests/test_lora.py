@@ -156,6 +156,22 @@ def test_merged_export_equals_serving_the_adapter(setup, tiny_tok, hf, tmp_path)
     assert not (tmp_path / "n").exists()
 
 
+def test_merged_gguf_export_equals_serving_the_adapter(setup, tiny_tok, tmp_path) -> None:
+    from chatsmith.interop import import_main
+
+    root, _ = setup
+    f = tmp_path / "merged.gguf"
+    assert main(["export", "--model", str(root / "adapter"), "--merge-lora", "--to", "gguf", str(f)]) == 0
+    import_main(str(f), str(tmp_path / "back"))
+    back, _, _ = load_checkpoint(tmp_path / "back")
+    served, _, _ = load_checkpoint(root / "adapter")
+    with torch.no_grad():  # F16 holds the matrices (GGUF keeps 1-D norms in F32): round them alike
+        for p in served.parameters():
+            p.copy_(p.half().float() if p.dim() == 2 else p)
+    ids = tiny_tok.encode(PROMPT)
+    assert (logits(back, ids) - logits(served, ids)).abs().max() < 1e-4
+
+
 def test_an_adapter_for_another_base_is_one_error_and_nothing_written(setup, tiny_tok, tmp_path, capsys):
     root, _ = setup
     make_base(tiny_tok, tmp_path / "other", seed=2)  # same shapes, other weights

@@ -42,7 +42,7 @@ from chatsmith.tokenizer.special import (
 )
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"  # transformers' default for save_pretrained
-FORMATS = ("hf",)
+FORMATS = ("hf", "gguf")
 DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -249,9 +249,15 @@ def stored_dtype(checkpoint: Path) -> torch.dtype:
 
 
 def export_main(
-    model_path: str, to: str, out_dir: str, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE
+    model_path: str,
+    to: str,
+    out_dir: str,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    gguf_type: str = "f16",
 ) -> None:
-    """`chatsmith export --model PATH --to hf DIR`."""
+    """`chatsmith export --model PATH --to hf DIR` (or `--to gguf FILE --type f16|bf16|q8_0`)."""
+    if to == "gguf":
+        raise ChatsmithError("GGUF export goes through chatsmith.interop.export_main")
     if to not in FORMATS:
         raise ChatsmithError(f"unknown export format {to!r}; supported: {', '.join(FORMATS)}")
     if (Path(model_path) / "adapter_config.json").is_file():

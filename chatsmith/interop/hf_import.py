@@ -5,9 +5,12 @@ writes the folder `chatsmith.checkpoint.save_checkpoint` writes, so chat, sft an
 rest load it with `load_checkpoint`. Anything chatsmith's network cannot reproduce
 exactly (see hf_config.from_hf_config) is refused with the reason.
 
-A tokenizer without the ChatML and tool tokens (Llama's) gets them added; their embedding
-and lm_head rows start at the mean of the existing rows (so nothing is favoured before
-fine-tuning), and the original vocabulary's rows, hence its logits, stay as they were.
+A tokenizer without the ChatML tokens (Llama's) gets them added, and chatsmith's tool tags
+too when asked and the model has none (otherwise they stay text); their embedding and lm_head
+rows start at the mean of the existing rows (so nothing is favoured before fine-tuning), and
+the original vocabulary's rows, hence its logits, stay as they were. The model's own
+tokenizer_config.json (chat template, special tokens) and generation_config.json travel with
+the checkpoint, so chat and serve render as the model expects and export writes them back.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from chatsmith.common.errors import ChatsmithError
 from chatsmith.interop.hf_config import from_hf_config, from_hf_name, to_hf_name
 from chatsmith.model.gpt import GPT, GPTConfig
 from chatsmith.tokenizer.bpe import BPETokenizer
-from chatsmith.tokenizer.special import SPECIAL_TOKENS
+from chatsmith.tokenizer.special import REQUIRED_TOKENS, TOOL_TOKENS
 
 
 def read_config(src: Path) -> dict[str, Any]:
@@ -67,8 +70,25 @@ def read_weights(src: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def read_tokenizer(src: Path) -> tuple[Tokenizer, dict[str, int]]:
-    """The tokenizer with any missing chatsmith special token added, and those added (token -> id)."""
+def add_missing_tokens(tk: Tokenizer, add_tool_tokens: bool) -> dict[str, int]:
+    """Add the ChatML tokens the tokenizer lacks, and the tool tags if asked and it has none of
+    them; returns those added (token -> id)."""
+    missing = [s for s in REQUIRED_TOKENS if tk.token_to_id(s) is None]
+    if add_tool_tokens and all(tk.token_to_id(s) is None for s in TOOL_TOKENS):
+        missing += TOOL_TOKENS
+    tk.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in missing])
+    return {s: tk.token_to_id(s) for s in missing}
+
+
+def read_json(p: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(p.read_text()) if p.is_file() else None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ChatsmithError(f"cannot read {p} ({e})") from None
+
+
+def read_tokenizer(src: Path, add_tool_tokens: bool = False) -> tuple[Tokenizer, dict[str, int]]:
+    """The tokenizer with the chatsmith special tokens it needs added, and those added (token -> id)."""
     p = src / "tokenizer.json"
     if not p.is_file():
         raise ChatsmithError(f"{src} has no tokenizer.json (a slow tokenizer's tokenizer.model is not read)")
@@ -76,9 +96,7 @@ def read_tokenizer(src: Path) -> tuple[Tokenizer, dict[str, int]]:
         tk = Tokenizer.from_file(str(p))
     except Exception as e:  # the library raises plain Exceptions on bad JSON
         raise ChatsmithError(f"cannot read {p}: {e}") from None
-    missing = [s for s in SPECIAL_TOKENS if tk.token_to_id(s) is None]
-    tk.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in missing])
-    return tk, {s: tk.token_to_id(s) for s in missing}
+    return tk, add_missing_tokens(tk, add_tool_tokens)
 
 
 def chatsmith_state(hf: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch.Tensor]:
@@ -139,14 +157,14 @@ def build(cfg: GPTConfig, state: dict[str, torch.Tensor]) -> GPT:
     return model
 
 
-def import_hf(src_dir: str | Path, out_dir: str | Path) -> Path:
+def import_hf(src_dir: str | Path, out_dir: str | Path, add_tool_tokens: bool = False) -> Path:
     src, out = Path(src_dir), Path(out_dir)
     if not src.is_dir():
         raise ChatsmithError(f"no Hugging Face model folder at {src}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ChatsmithError(f"{out} exists and is not an empty folder; remove it or choose another")
     cfg, arch = from_hf_config(read_config(src))
-    tk, added = read_tokenizer(src)
+    tk, added = read_tokenizer(src, add_tool_tokens)
     state = chatsmith_state(read_weights(src), cfg)
     rows = cfg.vocab_size
     n_orig = tk.get_vocab_size() - len(added)
@@ -162,13 +180,14 @@ def import_hf(src_dir: str | Path, out_dir: str | Path) -> Path:
     }
     if out.exists():
         out.rmdir()
-    save_checkpoint(out, model, BPETokenizer(tk), meta)
+    tok_cfg, gen_cfg = read_json(src / "tokenizer_config.json"), read_json(src / "generation_config.json")
+    tok = BPETokenizer(tk, tok_cfg, gen_cfg)
+    save_checkpoint(out, model, tok, meta)
     return out
 
 
-def import_main(src_dir: str, out_dir: str) -> None:
-    """`chatsmith import DIR --out PATH`."""
-    out = import_hf(src_dir, out_dir)
+def import_hf_main(src_dir: str, out_dir: str, add_tool_tokens: bool = False) -> None:
+    out = import_hf(src_dir, out_dir, add_tool_tokens)
     meta = json.loads((out / "meta.json").read_text())
     note = f"; added tokens {', '.join(meta['added_tokens'])}" if meta["added_tokens"] else ""
     log.info(f"imported {src_dir} ({meta['source']['architecture']}) to {out}{note}")

@@ -6,7 +6,7 @@ adapter leaves merged into its base, either a chatsmith adapter checkpoint (the 
 bases it names is merged in order) or any PEFT LoRA adapter given with the base it was
 trained on, e.g. one trained with TRL and PEFT on chatsmith's exported model:
 
-    chatsmith export --model <run>/sft --merge-lora --to hf OUT
+    chatsmith export --model <run>/sft --merge-lora --to hf OUT   (or --to gguf FILE.gguf)
     chatsmith export --model BASE --merge-lora --adapter ADAPTER_DIR --to hf OUT
 
 An adapter whose tensors or recorded base do not fit the base is one error, and nothing is
@@ -29,6 +29,7 @@ from chatsmith.checkpoint import (
 )
 from chatsmith.common import log
 from chatsmith.common.errors import ChatsmithError
+from chatsmith.interop.gguf_export import export_gguf
 from chatsmith.interop.hf_export import DTYPES, FORMATS, export_hf, stored_dtype
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
@@ -69,11 +70,18 @@ def merged_model(model_path: Path, adapter: str) -> tuple[GPT, BPETokenizer, tor
     return model, tok, stored_dtype(root_base(model_path))
 
 
-def export_merged(model_path: str, adapter: str, to: str, out_dir: str) -> Path:
-    """`chatsmith export --model PATH --merge-lora [--adapter DIR] --to hf OUT`."""
+def export_merged(model_path: str, adapter: str, to: str, out_dir: str, gguf_type: str = "f16") -> Path:
+    """`chatsmith export --model PATH --merge-lora [--adapter DIR] --to hf OUT` (or `--to gguf FILE`)."""
     if to not in FORMATS:
         raise ChatsmithError(f"unknown export format {to!r}; supported: {', '.join(FORMATS)}")
     out = Path(out_dir)
+    if to == "gguf":
+        if out.exists():
+            raise ChatsmithError(f"{out} exists; remove it or choose another name")
+        model, tok, _ = merged_model(Path(model_path), adapter)
+        out = export_gguf(model, tok, out, gguf_type, name=out.stem)
+        log.info(f"exported {model_path} with its LoRA adapter merged to {out} ({gguf_type})")
+        return out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before the (slow) merge
         raise ChatsmithError(f"{out} exists and is not an empty folder; remove it or choose another")
     model, tok, dtype = merged_model(Path(model_path), adapter)

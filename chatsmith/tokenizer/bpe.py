@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.tokenizer.special import BOS, IM_END, SPECIAL_TOKENS, SPLIT_PATTERN
+from chatsmith.tokenizer.special import BOS, IM_END, REQUIRED_TOKENS, SPECIAL_TOKENS, SPLIT_PATTERN
+
+# A model imported from elsewhere keeps its own chat settings beside tokenizer.json, in Hugging
+# Face's files (chat template, special tokens, generation defaults), so export writes them back.
+SIDE_FILES = {"config": "tokenizer_config.json", "generation": "generation_config.json"}
 
 
 class BPETokenizer:
     """A thin wrapper over `tokenizers.Tokenizer` that knows our special tokens."""
 
-    def __init__(self, tok: Tokenizer) -> None:
+    def __init__(
+        self, tok: Tokenizer, config: dict[str, Any] | None = None, generation: dict[str, Any] | None = None
+    ) -> None:
         self.tok = tok
-        missing = [s for s in SPECIAL_TOKENS if tok.token_to_id(s) is None]
+        self.config = config  # the model's own tokenizer_config.json (None: chatsmith's ChatML)
+        self.generation = generation  # the model's own generation_config.json
+        missing = [s for s in REQUIRED_TOKENS if tok.token_to_id(s) is None]
         if missing:
             raise ChatsmithError(f"tokenizer lacks the special tokens {missing}")
         self.bos_id = tok.token_to_id(BOS)
@@ -54,14 +64,31 @@ class BPETokenizer:
         if not p.is_file():
             raise ChatsmithError(f"no tokenizer at {p}")
         try:
-            return cls(Tokenizer.from_file(str(p)))
+            tk = Tokenizer.from_file(str(p))
         except Exception as e:  # the library raises plain Exceptions on bad JSON
             raise ChatsmithError(f"cannot read tokenizer {p}: {e}") from None
+        side = {}
+        for attr, name in SIDE_FILES.items():
+            f = p.with_name(name)
+            try:
+                side[attr] = json.loads(f.read_text()) if f.is_file() else None
+            except (OSError, json.JSONDecodeError) as e:
+                raise ChatsmithError(f"cannot read {f} ({e})") from None
+        return cls(tk, **side)
 
     def save(self, path: str | Path) -> None:
+        """tokenizer.json, and beside it the model's own chat settings where it has them."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         self.tok.save(str(p))
+        for attr, name in SIDE_FILES.items():
+            obj = getattr(self, attr)
+            if obj is not None:
+                p.with_name(name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+    def with_tokenizer(self, tok: Tokenizer) -> BPETokenizer:
+        """Another vocabulary with this one's chat settings."""
+        return BPETokenizer(tok, self.config, self.generation)
 
     # ---- use ----------------------------------------------------------------------------
     @property

@@ -25,6 +25,7 @@ from typing import Any
 
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.tokenizer.bpe import BPETokenizer
+from chatsmith.tokenizer.model_template import CHATML, TemplateStyle, find_style, render_template
 from chatsmith.tokenizer.special import (
     IM_END,
     IM_START,
@@ -176,9 +177,29 @@ def render(
     return "".join(parts), spans
 
 
+def style(tok: BPETokenizer) -> TemplateStyle:
+    """How this tokenizer's model renders conversations (found once per tokenizer)."""
+    cached = tok.__dict__.get("_template_style")
+    if cached is None:
+        config = getattr(tok, "config", None)
+        cached = find_style(config, lambda m, g: render(m, g)[0]) if config else CHATML
+        tok.__dict__["_template_style"] = cached
+    return cached
+
+
+def with_default_system(tok: BPETokenizer, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation with the model's default system turn where its template adds one."""
+    system = style(tok).default_system
+    if system is None or (messages and isinstance(messages[0], dict) and messages[0].get("role") == "system"):
+        return messages
+    return [{"role": "system", "content": system}, *messages]
+
+
 def encode_conversation(tok: BPETokenizer, messages: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
     """ids and a 0/1 mask of the same length: 1 where the token is trained."""
-    text, spans = render(messages)
+    if not style(tok).chatml:
+        raise ChatsmithError("this model's chat template is not ChatML: chatsmith cannot train on it")
+    text, spans = render(with_default_system(tok, messages))
     ids, offsets = tok.encode_with_offsets(text)
     mask = [0] * len(ids)
     j = 0
@@ -192,7 +213,10 @@ def encode_conversation(tok: BPETokenizer, messages: list[dict[str, Any]]) -> tu
 
 def encode_prompt(tok: BPETokenizer, messages: list[dict[str, Any]]) -> list[int]:
     """ids of the conversation so far plus the header that opens an assistant turn."""
-    text, _ = render(messages, add_generation_prompt=True)
+    st = style(tok)
+    if not st.chatml and st.template is not None:  # the model's own template renders it
+        return tok.encode(render_template(st.template, tok.config or {}, validate(messages), True))
+    text, _ = render(with_default_system(tok, messages), add_generation_prompt=True)
     return tok.encode(text)
 
 
