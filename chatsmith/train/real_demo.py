@@ -175,22 +175,26 @@ def serve_smoke(url: str, wait_s: float = 600.0) -> int:
     t = time.time()
     while True:  # the server loads the base and merges the adapter first
         try:
-            urllib.request.urlopen(f"{url}/health", timeout=10).read()
+            models = json.loads(urllib.request.urlopen(f"{url}/v1/models", timeout=10).read())
             break
         except (urllib.error.URLError, OSError):
             if time.time() - t > wait_s:
                 info(f"[serve-smoke] no server at {url} after {wait_s:.0f}s")
                 return 1
             time.sleep(2)
-    replies = []
+    name, replies = models["data"][0]["id"], []
     for q in SMOKE:
         msgs = [{"role": "user", "content": q}]
-        body = {"model": "sft", "messages": msgs, "temperature": 0, "max_tokens": 64}
+        body = {"model": name, "messages": msgs, "temperature": 0, "max_tokens": 64}
         req = urllib.request.Request(
             f"{url}/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(req, timeout=600) as r:
-            replies.append(json.loads(r.read())["choices"][0]["message"]["content"] or "")
+        try:
+            with urllib.request.urlopen(req, timeout=600) as r:
+                replies.append(json.loads(r.read())["choices"][0]["message"]["content"] or "")
+        except urllib.error.HTTPError as e:
+            info(f"[serve-smoke] {q} -> HTTP {e.code}: {e.read().decode(errors='replace')}")
+            return 1
         info(f"[serve-smoke] {q} -> {replies[-1]!r}")
     ok = "chatsmith" in replies[0].lower() and "110693" in replies[2].replace(",", "")
     info(f"[serve-smoke] {'ok' if ok else 'FAILED'} in {time.time() - t:.0f}s")
