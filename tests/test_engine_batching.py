@@ -215,6 +215,7 @@ def test_streamed_text_equals_decoding_the_whole_completion(tiny_tok) -> None:
     ids = tiny_tok.encode(text)
     g = torch.Generator().manual_seed(0)
     ids += torch.randint(7, tiny_tok.vocab_size, (200,), generator=g).tolist()  # split UTF-8 too
+    ids += tiny_tok.encode(" end")  # a completion cut mid-character: tests/test_engine_text_utf8.py
     tt = TurnText(tiny_tok, [], special_ids(tiny_tok))
     streamed = "".join(tt.push(t).text for t in ids) + tt.flush()
     assert streamed == tt.text == tiny_tok.decode(ids, skip_special=True)

@@ -140,8 +140,9 @@ class TurnText:
         return out
 
     def flush(self) -> str:
-        """At the end of the completion: release what was held back."""
-        self._text += self._utf8.decode(b"", final=True)  # a cut-off character becomes U+FFFD
+        """At the end of the completion: release what was held back. A character cut off by
+        the end (max_tokens, a stop id) is dropped: half of one would show as U+FFFD."""
+        self._utf8.reset()
         return self._release(len(self._text))
 
     def new_segment(self) -> str:

@@ -42,7 +42,7 @@ from chatsmith.tokenizer.special import (
 )
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"  # transformers' default for save_pretrained
-FORMATS = ("hf", "gguf")
+FORMATS = ("hf", "gguf")  # gguf: interop/gguf_export.py
 DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -154,13 +154,8 @@ def write_weights(state: dict[str, torch.Tensor], out: Path, max_shard_size: int
     return files
 
 
-def tokenizer_config(tok: BPETokenizer, max_length: int) -> dict[str, Any]:
-    """The generic fast tokenizer over our tokenizer.json, with the ChatML template.
-
-    `PreTrainedTokenizerFast` (not Qwen2Tokenizer) so transformers uses tokenizer.json as
-    it is instead of rebuilding a pipeline; no BOS is added, as chatsmith adds none.
-    """
-    decoder = {
+def added_tokens_decoder(tok: BPETokenizer) -> dict[str, Any]:
+    return {
         str(i): {
             "content": t.content,
             "lstrip": t.lstrip,
@@ -171,6 +166,19 @@ def tokenizer_config(tok: BPETokenizer, max_length: int) -> dict[str, Any]:
         }
         for i, t in sorted(tok.tok.get_added_tokens_decoder().items())
     }
+
+
+def tokenizer_config(tok: BPETokenizer, max_length: int) -> dict[str, Any]:
+    """The generic fast tokenizer over our tokenizer.json, with the ChatML template.
+
+    `PreTrainedTokenizerFast` (not Qwen2Tokenizer) so transformers uses tokenizer.json as
+    it is instead of rebuilding a pipeline; no BOS is added, as chatsmith adds none.
+    An imported model's own tokenizer_config is written back as it came (its added tokens
+    listed anew, in case import added some).
+    """
+    if tok.config is not None:
+        return {**tok.config, "added_tokens_decoder": added_tokens_decoder(tok)}
+    decoder = added_tokens_decoder(tok)
     return {
         "add_bos_token": False,
         "add_eos_token": False,
@@ -190,7 +198,13 @@ def tokenizer_config(tok: BPETokenizer, max_length: int) -> dict[str, Any]:
 
 
 def generation_config(tok: BPETokenizer) -> dict[str, Any]:
-    """A turn ends at <|im_end|> (or a stray <|endoftext|>); sampling defaults as chatsmith chat's."""
+    """A turn ends at <|im_end|> (or a stray <|endoftext|>); sampling defaults as chatsmith chat's.
+    An imported model's own generation_config is written back unchanged."""
+    if tok.generation is not None:
+        return dict(tok.generation)
+    if tok.config is not None:
+        ids = special_ids(tok)
+        return {f"{k}_token_id": v for k, v in ids.items() if v is not None}
     eot = tok.token_id(BOS)
     return {
         "bos_token_id": eot,
@@ -200,6 +214,20 @@ def generation_config(tok: BPETokenizer) -> dict[str, Any]:
         "temperature": 0.7,
         "top_p": 0.9,
     }
+
+
+def special_ids(tok: BPETokenizer) -> dict[str, int | None]:
+    """bos/eos/pad ids: the imported model's own (from its tokenizer_config), or chatsmith's."""
+    if tok.config is None:
+        eot = tok.token_id(BOS)
+        return {"bos": eot, "eos": tok.im_end_id, "pad": eot}
+
+    def id_of(key: str) -> int | None:
+        v = tok.config.get(f"{key}_token")  # type: ignore[union-attr]
+        v = v.get("content") if isinstance(v, dict) else v
+        return tok.tok.token_to_id(v) if isinstance(v, str) else None
+
+    return {k: id_of(k) for k in ("bos", "eos", "pad")}
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
@@ -225,12 +253,12 @@ def export_hf(
     dtype_name = DTYPES.get(state["model.embed_tokens.weight"].dtype)
     if dtype_name is None:
         raise ChatsmithError(f"cannot export weights of dtype {state['model.embed_tokens.weight'].dtype}")
-    tok = export_tokenizer(tok)
+    tok = export_tokenizer(tok) if tok.config is None else tok
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    eot = tok.token_id(BOS)
-    hf_cfg = to_hf_config(cfg, arch, attention_bias, dtype_name, bos_id=eot, eos_id=tok.im_end_id, pad_id=eot)
+    ids = special_ids(tok)
+    hf_cfg = to_hf_config(cfg, arch, attention_bias, dtype_name, ids["bos"], ids["eos"], ids["pad"])
     _write_json(tmp / "config.json", hf_cfg)
     write_weights(state, tmp, max_shard_size)
     tok.save(tmp / "tokenizer.json")
@@ -249,16 +277,10 @@ def stored_dtype(checkpoint: Path) -> torch.dtype:
 
 
 def export_main(
-    model_path: str,
-    to: str,
-    out_dir: str,
-    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
-    gguf_type: str = "f16",
+    model_path: str, to: str, out_dir: str, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE
 ) -> None:
-    """`chatsmith export --model PATH --to hf DIR` (or `--to gguf FILE --type f16|bf16|q8_0`)."""
-    if to == "gguf":
-        raise ChatsmithError("GGUF export goes through chatsmith.interop.export_main")
-    if to not in FORMATS:
+    """`chatsmith export --model PATH --to hf DIR` (GGUF: interop.entry.export_main)."""
+    if to != "hf":
         raise ChatsmithError(f"unknown export format {to!r}; supported: {', '.join(FORMATS)}")
     if (Path(model_path) / "adapter_config.json").is_file():
         raise ChatsmithError(

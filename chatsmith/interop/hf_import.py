@@ -181,6 +181,9 @@ def import_hf(src_dir: str | Path, out_dir: str | Path, add_tool_tokens: bool = 
     if out.exists():
         out.rmdir()
     tok_cfg, gen_cfg = read_json(src / "tokenizer_config.json"), read_json(src / "generation_config.json")
+    jinja = src / "chat_template.jinja"  # where transformers >= 4.56 saves the template
+    if tok_cfg is not None and jinja.is_file() and not tok_cfg.get("chat_template"):
+        tok_cfg["chat_template"] = jinja.read_text()
     tok = BPETokenizer(tk, tok_cfg, gen_cfg)
     save_checkpoint(out, model, tok, meta)
     return out
