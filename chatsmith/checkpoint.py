@@ -70,10 +70,17 @@ def read_meta(path: Path) -> dict[str, Any]:
 def load_checkpoint(
     path: Path, device: torch.device | str = "cpu", expect_tokenizer: BPETokenizer | None = None
 ) -> tuple[GPT, BPETokenizer, dict[str, Any]]:
-    """Model (in eval mode), its tokenizer and meta; every failure is a ChatsmithError."""
+    """Model (in eval mode), its tokenizer and meta; every failure is a ChatsmithError.
+
+    A LoRA adapter folder loads as its base with the adapter merged in."""
     path = Path(path)
     if not path.is_dir():
         raise ChatsmithError(f"no checkpoint at {path}")
+    if is_adapter(path):
+        model, tok, meta = load_adapter_checkpoint(path, device)
+        if expect_tokenizer is not None and expect_tokenizer.fingerprint() != tok.fingerprint():
+            raise ChatsmithError(f"checkpoint {path} was trained with a different tokenizer")
+        return model, tok, meta
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
         raise ChatsmithError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
@@ -172,3 +179,168 @@ def resume_point(path: Path) -> dict[str, Any] | None:
     if not done and not ((path / "optimizer.pt").is_file() and (path / "train_state.pt").is_file()):
         return None
     return meta
+
+
+# ---- LoRA adapters in PEFT's format ------------------------------------------------------------
+# An adapter checkpoint is a folder with PEFT's two files (adapter_config.json and
+# adapter_model.safetensors, which `peft` loads onto the exported Hugging Face model) plus
+# meta.json naming the base checkpoint it was trained on and a fingerprint of that base's
+# weights. load_checkpoint on it loads the base and merges the adapter in.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."  # PeftModelForCausalLM -> LoraModel -> the HF model
+
+
+def peft_name(name: str) -> str:
+    """`layers.0.mlp.up_proj.lora_A.weight` -> PEFT's key on the exported model (whose names are
+    ours with a `model.` prefix, as interop.hf_config.to_hf_name says)."""
+    return PEFT_PREFIX + ("" if name.startswith("lm_head.") else "model.") + name
+
+
+def from_peft_name(key: str) -> str:
+    return key.removeprefix(PEFT_PREFIX).removeprefix("model.")
+
+
+def is_adapter(path: Path) -> bool:
+    """A LoRA adapter folder (and no full weights beside it)."""
+    path = Path(path)
+    return (path / ADAPTER_CONFIG).is_file() and not (path / "model.safetensors").is_file()
+
+
+def weights_fingerprint(model: GPT) -> str:
+    """A short hash of the weights (shape and a strided sample of each tensor): which base an
+    adapter belongs to, cheap enough to check at every load of a 100M-parameter model."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        flat = t.detach().reshape(-1).float().cpu()
+        h.update(f"{name}{tuple(t.shape)}".encode())
+        h.update(flat[:: max(1, flat.numel() // 4096)].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_adapter(
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    peft_config: dict[str, Any],
+    tok: BPETokenizer,
+    meta: dict[str, Any],
+    optimizer_state: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+) -> None:
+    """Write an adapter checkpoint atomically; `tensors` under chatsmith names (`...lora_A.weight`)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {peft_name(k): v.detach().contiguous().cpu() for k, v in tensors.items()}
+    save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    (tmp / ADAPTER_CONFIG).write_text(json.dumps(peft_config, indent=2))
+    tok.save(tmp / "tokenizer.json")
+    (tmp / "meta.json").write_text(json.dumps({**meta, "tokenizer": tok.fingerprint()}, indent=1))
+    if optimizer_state is not None:
+        torch.save(optimizer_state, tmp / "optimizer.pt")
+    if train_state is not None:
+        torch.save(train_state, tmp / "train_state.pt")
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_adapter(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """PEFT's config and the adapter's tensors under chatsmith names; refuses what merging cannot do."""
+    path = Path(path)
+    try:
+        conf = json.loads((path / ADAPTER_CONFIG).read_text())
+        raw = load_file(str(path / ADAPTER_WEIGHTS))
+    except (OSError, json.JSONDecodeError, SafetensorError, ValueError) as e:
+        raise ChatsmithError(f"LoRA adapter {path} is unreadable ({e})") from None
+    if conf.get("peft_type", "LORA") != "LORA":
+        raise ChatsmithError(f"adapter {path} is {conf.get('peft_type')}, not LoRA")
+    unsupported = [k for k in ("use_dora", "modules_to_save", "fan_in_fan_out") if conf.get(k)]
+    if conf.get("bias", "none") != "none":
+        unsupported.append(f"bias={conf['bias']}")
+    if unsupported:
+        raise ChatsmithError(f"adapter {path} uses {', '.join(unsupported)}, which chatsmith does not merge")
+    return conf, {from_peft_name(k): v for k, v in raw.items()}
+
+
+def merge_adapter(model: GPT, path: Path) -> None:
+    """W += (alpha / r) B A for every adapted Linear (alpha / sqrt(r) with rsLoRA), in float32.
+
+    Names or shapes that do not fit the model mean the adapter is for another base: that is
+    an error before any weight changes.
+    """
+    conf, tensors = read_adapter(path)
+    modules = dict(model.named_modules())
+    pairs = []
+    for a_name in sorted(k for k in tensors if k.endswith(".lora_A.weight")):
+        name = a_name.removesuffix(".lora_A.weight")
+        A, B = tensors[a_name], tensors.get(f"{name}.lora_B.weight")
+        m = modules.get(name)
+        if B is None or not isinstance(m, torch.nn.Linear) or (B.shape[0], A.shape[1]) != m.weight.shape:
+            raise ChatsmithError(
+                f"LoRA adapter {path} is for another base: its {name} "
+                f"({tuple(B.shape[:1]) + tuple(A.shape[1:]) if B is not None else 'no lora_B'}) has no "
+                f"matching Linear layer in this model"
+            )
+        r = A.shape[0]
+        alpha = float(conf.get("alpha_pattern", {}).get(name.split(".")[-1], conf.get("lora_alpha", r)))
+        scale = alpha / (r**0.5 if conf.get("use_rslora") else r)
+        pairs.append((m, A, B, scale))
+    rows = _token_rows(model, conf, tensors, path)
+    if not pairs and rows is None:
+        raise ChatsmithError(f"LoRA adapter {path} holds no lora_A/lora_B tensors")
+    with torch.no_grad():
+        for m, A, B, scale in pairs:
+            delta = scale * (B.float() @ A.float())
+            m.weight.copy_((m.weight.float() + delta.to(m.weight.device)).to(m.weight.dtype))
+        if rows is not None:  # PEFT's trainable tokens replace whole rows (tied heads share them)
+            ids, values = rows
+            w = model.embed_tokens.weight
+            w[ids.to(w.device)] = values.to(w.device, w.dtype)
+
+
+def _token_rows(
+    model: GPT, conf: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The embedding rows an adapter replaces (trainable_token_indices), checked against the model."""
+    values = tensors.get("embed_tokens.token_adapter.trainable_tokens_delta")
+    if values is None:
+        return None
+    spec = conf.get("trainable_token_indices") or {}
+    ids = torch.tensor(spec.get("embed_tokens", []) if isinstance(spec, dict) else spec, dtype=torch.long)
+    w = model.embed_tokens.weight
+    if values.shape != (len(ids), w.shape[1]) or (len(ids) and int(ids.max()) >= w.shape[0]):
+        raise ChatsmithError(f"LoRA adapter {path} is for another base: its token rows do not fit this model")
+    return ids, values
+
+
+def load_adapter_checkpoint(
+    path: Path, device: torch.device | str = "cpu", base: Path | None = None
+) -> tuple[GPT, BPETokenizer, dict[str, Any]]:
+    """The base (meta.json's, or `base`) with the adapter merged in; an adapter trained on
+    other weights than the base's is an error."""
+    path = Path(path)
+    meta = read_meta(path) if (path / "meta.json").is_file() else {}
+    if base is None:
+        conf = json.loads((path / ADAPTER_CONFIG).read_text())
+        where = meta.get("base") or conf.get("base_model_name_or_path")
+        if not where:
+            raise ChatsmithError(f"LoRA adapter {path} does not name its base; pass the base model")
+        base = Path(where) if Path(where).is_absolute() else (path / where).resolve()
+    model, tok, _ = load_checkpoint(base, device)
+    want = meta.get("base_fingerprint")
+    if want and want != (have := weights_fingerprint(model)):
+        raise ChatsmithError(
+            f"LoRA adapter {path} is for another base: it was trained on weights {want}, "
+            f"{base} holds {have}"
+        )
+    if meta.get("tokenizer") not in (None, tok.fingerprint()):
+        raise ChatsmithError(f"LoRA adapter {path} is for another base: its tokenizer differs from {base}'s")
+    merge_adapter(model, path)
+    return model, tok, {**meta, "base": str(base)}

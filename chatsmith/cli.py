@@ -128,6 +128,12 @@ def _add_export(sub: Any) -> None:
     e.add_argument("--model", required=True, help="checkpoint folder or run name")
     e.add_argument("--to", default="hf", help="target format: hf (a folder) or gguf (a file)")
     e.add_argument("--type", default="f16", help="GGUF weight type: f16, bf16 or q8_0 (default f16)")
+    e.add_argument(
+        "--merge-lora", action="store_true", help="export a LoRA adapter merged into its base"
+    )
+    e.add_argument(
+        "--adapter", default="", help="with --merge-lora: a PEFT LoRA adapter folder for --model to merge"
+    )
     e.add_argument("out", help="output folder (hf) or file (gguf)")
     e.set_defaults(func=_run_export)
 
@@ -135,6 +141,13 @@ def _add_export(sub: Any) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from chatsmith.interop import export_main
 
+    if args.merge_lora or args.adapter:
+        from chatsmith.interop.peft_adapter import export_merged
+
+        if not args.merge_lora:
+            raise ChatsmithError("--adapter is merged into the export: add --merge-lora")
+        export_merged(str(resolve_model(args.model)), args.adapter, args.to, args.out, args.type)
+        return 0
     export_main(str(resolve_model(args.model)), args.to, args.out, gguf_type=args.type)
     return 0
 

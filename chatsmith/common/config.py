@@ -100,6 +100,9 @@ class TrainConfig:
     muon_momentum_warmup: int = 300  # steps over which Muon's momentum rises from 0.85
     total_batch_tokens: int = 0  # tokens per optimizer step, all ranks; 0 = batch_size*seq_len*ranks
     compile: str = "auto"  # auto | on | off: torch.compile the model (auto: on for CUDA, see loop.py)
+    # Recompute each block's activations in the backward pass instead of keeping them: less
+    # memory for a longer step (for models whose activations do not fit otherwise).
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -149,6 +152,17 @@ class RLConfig(TrainConfig):
     guard_tolerance: float = 0.0  # > 0: stop when held-out loss rises this fraction (train/guard.py)
 
 
+@dataclass
+class LoRAConfig:
+    """Low-rank adapters (Hu et al. 2021) for sft, dpo and rl: rank 0 trains every weight instead."""
+
+    rank: int = 0
+    alpha: float = 16.0  # the update is scaled by alpha / rank, as PEFT does
+    dropout: float = 0.0  # on the adapter's input only
+    targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # Linear layers of each block
+    tokens: str = ""  # comma-separated tokens whose embedding rows train too (e.g. added tool tags)
+
+
 _POST: dict[str, Any] = {"optimizer": "adamw", "embedding_lr": 1e-4, "unembedding_lr": 1e-4, "eval_every": 50}
 
 
@@ -168,6 +182,7 @@ class Config:
     rl: RLConfig = field(
         default_factory=lambda: RLConfig(**_POST, steps=30, batch_size=8, lr=5e-5, warmup_steps=0)
     )
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 def presets_dir() -> Path:
@@ -306,6 +321,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "IdentityConfig",
+    "LoRAConfig",
     "ModelConfig",
     "RLConfig",
     "RMConfig",

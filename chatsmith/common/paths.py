@@ -21,6 +21,6 @@ def resolve_model(path_or_run: str) -> Path:
     if not p.exists() and os.sep not in path_or_run:
         p = run_dir(path_or_run)
     for stage in ("rl", "dpo", "sft", "base"):
-        if (p / stage / "model.safetensors").is_file():
-            return p / stage
+        if (p / stage / "model.safetensors").is_file() or (p / stage / "adapter_config.json").is_file():
+            return p / stage  # full weights, or a LoRA adapter on its base
     return p

@@ -17,12 +17,30 @@ from typing import Any
 CACHE_VERSION = 1
 
 
+WEIGHTS = "model.safetensors"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # PEFT's, see checkpoint.py
+
+
+def has_weights(path: Path) -> bool:
+    """A checkpoint to evaluate: full weights, or a LoRA adapter (evaluated merged into its base)."""
+    p = Path(path)
+    return (p / WEIGHTS).is_file() or all((p / f).is_file() for f in ADAPTER_FILES)
+
+
 def checkpoint_key(path: Path) -> str:
-    """sha256 of a checkpoint's weights file (the model's identity, whatever its folder)."""
+    """sha256 of a checkpoint's weights (the model's identity, whatever its folder).
+
+    An adapter is its own files plus its base's fingerprint (meta.json, checked whenever it
+    loads): the same adapter on other base weights is another model."""
+    p = Path(path)
     h = hashlib.sha256()
-    with open(Path(path) / "model.safetensors", "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    files = [p / WEIGHTS] if (p / WEIGHTS).is_file() else [p / f for f in ADAPTER_FILES]
+    for name in files:
+        with open(name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    if files[0].name != WEIGHTS and (p / "meta.json").is_file():
+        h.update(str(json.loads((p / "meta.json").read_text()).get("base_fingerprint")).encode())
     return h.hexdigest()
 
 

@@ -104,7 +104,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from chatsmith.checkpoint import load_checkpoint
     from chatsmith.common.device import pick_device, pick_dtype
     from chatsmith.common.dist import barrier, cleanup, init_distributed, is_main, local_device
-    from chatsmith.eval.cache import checkpoint_key
+    from chatsmith.eval.cache import checkpoint_key, has_weights
     from chatsmith.eval.runner import EvalSettings, evaluate_model, evaluate_stages, write_results
 
     device = pick_device(args.device)
@@ -122,7 +122,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not p.exists() and "/" not in args.model:
         p = run_dir(args.model)
     try:
-        if (p / "model.safetensors").is_file():
+        if has_weights(p):
             if not args.tasks:
                 raise ChatsmithError("evaluating one checkpoint needs --tasks (task files or bpb:PATH)")
             model, tok, _ = load_checkpoint(p, device)

@@ -208,7 +208,7 @@ def evaluate_stages(
     if val.is_file():
         specs.insert(0, f"bpb:{val}")
     st = settings or EvalSettings()
-    stages = stages or [s for s in STAGES if (run_dir / s / "model.safetensors").is_file()]
+    stages = stages or [s for s in STAGES if cache.has_weights(run_dir / s)]
     out: dict[str, dict[str, Any]] = {}
     base_limit = _base_limit(run_dir)
     for stage in stages:

@@ -282,6 +282,11 @@ def export_main(
     """`chatsmith export --model PATH --to hf DIR` (GGUF: interop.entry.export_main)."""
     if to != "hf":
         raise ChatsmithError(f"unknown export format {to!r}; supported: {', '.join(FORMATS)}")
+    if (Path(model_path) / "adapter_config.json").is_file():
+        raise ChatsmithError(
+            f"{model_path} is a LoRA adapter: add --merge-lora to export it merged into its base "
+            "(or export the base and load the adapter folder with peft)"
+        )
     model, tok, _ = load_checkpoint(Path(model_path))
     dtype = stored_dtype(Path(model_path))
     out = export_hf(model, tok, out_dir, max_shard_size=max_shard_size, dtype=dtype)

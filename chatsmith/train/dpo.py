@@ -8,7 +8,6 @@ implicit reward is the higher one, which is the held-out "preference accuracy".
 
 from __future__ import annotations
 
-import copy
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
@@ -24,6 +23,7 @@ from chatsmith.data.chat.preferences import EncodedPair, PrefPair, collate
 from chatsmith.model.gpt import GPT
 from chatsmith.train.guard import make_guard, run_guarded
 from chatsmith.train.logprobs import sequence_logps
+from chatsmith.train.lora import apply_lora, reference_of
 from chatsmith.train.pair_stage import fit_pairs, pair_summary, setup_pairs
 
 
@@ -127,7 +127,8 @@ def run_dpo(
     tc = cfg.dpo
     s = setup_pairs("dpo", cfg, tc, init_dir, train_pairs, val_pairs, device, skip_bad)
     model, tok = s.gpt, s.tok
-    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    apply_lora(model, cfg.lora, init_dir, cfg.run.seed, tok)  # then the reference is the base, adapters off
+    ref = reference_of(model)
     info(f"[dpo] {len(s.train_enc)} training pairs, {len(s.val_enc)} held-out pairs, beta {tc.beta}")
 
     guard = make_guard(cfg, init_dir.parent, tok, tc.guard_tolerance, tc.seq_len)

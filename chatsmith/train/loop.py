@@ -24,7 +24,6 @@ from chatsmith.checkpoint import (
     load_train_state,
     load_weights,
     resume_point,
-    save_checkpoint,
 )
 from chatsmith.common.config import TrainConfig
 from chatsmith.common.device import autocast, peak_memory_gb
@@ -33,7 +32,9 @@ from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import MetricsLog, info, progress
 from chatsmith.model.gpt import GPT
 from chatsmith.tokenizer.bpe import BPETokenizer
+from chatsmith.train import lora
 from chatsmith.train import parallel as par
+from chatsmith.train.checkpointing import enable_checkpointing
 from chatsmith.train.optim import find_gpt, make_optimizer, muon_momentum
 from chatsmith.train.schedule import lr_multiplier
 from chatsmith.train.speed import Meter, flops_per_token, peak_flops
@@ -146,11 +147,14 @@ def train(
     steps_from_epochs(stage.name, cfg, stage.loader, di.world_size)
     gpt = find_gpt(model)
     kernels.prepare(gpt, "train")  # the CPU training attention of chatsmith.kernels, where it applies
+    if cfg.gradient_checkpointing:
+        enable_checkpointing(gpt)
     train_state: dict[str, Any] | None = None
     found = _resume_from(resume, stage.out_dir) if stage.out_dir is not None else None
     if found is not None:
         path, meta = found
-        load_weights(path, gpt)
+        if not lora.load_stage_weights(path, gpt):  # a LoRA stage resumes its adapter only
+            load_weights(path, gpt)
         if meta["step"] >= cfg.steps:
             info(f"[{stage.name}] {path} already finished {meta['step']} steps; nothing to resume")
             model.eval()
@@ -351,7 +355,7 @@ def _save(
             meta["val_loss"] = row["val_loss"]
         extra_model = None if model is gpt else par.full_model_state(model, "none")
         train_state = None if final else {"rng": rngs, "model": extra_model}
-        save_checkpoint(stage.out_dir, gpt, tok, meta, opt_state, train_state, state=state)
+        lora.save_stage(stage.out_dir, gpt, tok, meta, opt_state, train_state, state)
     barrier()
 
 

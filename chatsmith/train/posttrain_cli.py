@@ -105,9 +105,12 @@ def _init_dir(verb: str, run: Path, given: str | None) -> Path:
     if given:
         from chatsmith.common.paths import resolve_model
 
-        return resolve_model(given) if not (Path(given) / "model.safetensors").is_file() else Path(given)
+        g = Path(given)
+        return g if (g / "model.safetensors").is_file() or (g / "adapter_config.json").is_file() else (
+            resolve_model(given)
+        )
     for stage in INIT[verb]:
-        if (run / stage / "model.safetensors").is_file():
+        if (run / stage / "model.safetensors").is_file() or (run / stage / "adapter_config.json").is_file():
             return run / stage
     raise ChatsmithError(
         f"no {' or '.join(INIT[verb])} checkpoint in {run}; run the earlier stages first "

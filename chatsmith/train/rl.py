@@ -10,7 +10,6 @@ Only tokens the model sampled are trained; prompts and tool results are masked.
 
 from __future__ import annotations
 
-import copy
 import random
 from collections.abc import Callable
 from functools import partial
@@ -34,6 +33,7 @@ from chatsmith.tokenizer.chat_format import encode_prompt
 from chatsmith.train.guard import make_guard, run_guarded
 from chatsmith.train.logprobs import token_logps
 from chatsmith.train.loop import Stage, train
+from chatsmith.train.lora import apply_lora, reference_of
 from chatsmith.train.rollout import Sample, Sampler
 
 Reward = Callable[[Example, list[Sample]], list[float]]
@@ -230,7 +230,8 @@ def run_rl(
             f"rl.group_size is {tc.group_size}; GRPO compares answers, so it needs at least 2"
         )
     model, tok, _ = load_checkpoint(init_dir, device)
-    ref = copy.deepcopy(model).eval().requires_grad_(False) if tc.kl_coef > 0 else None
+    apply_lora(model, cfg.lora, init_dir, cfg.run.seed, tok)  # then the reference is the base, adapters off
+    ref = reference_of(model) if tc.kl_coef > 0 else None
     sampler = Sampler(model, tok, device, dtype, max_batch=tc.batch_size * tc.group_size)
     eval_tokens = tc.max_new_tokens
     di = dist_info()

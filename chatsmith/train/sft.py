@@ -21,6 +21,7 @@ from chatsmith.data.chat.chat_jsonl import Conversation, Skipped, encode_convers
 from chatsmith.data.chat.packing import SFTLoader, pack_conversations
 from chatsmith.tokenizer.bpe import BPETokenizer
 from chatsmith.train.loop import Stage, mean_loss, train
+from chatsmith.train.lora import apply_lora
 
 Convs = list[list[dict[str, Any]]] | list[Conversation]
 
@@ -52,6 +53,7 @@ def run_sft(
     """Fine-tune the model in base_dir; steps come from sft.steps, sft.epochs (the loop) or a token budget."""
     tc = cfg.sft
     model, tok, _ = load_checkpoint(base_dir, device)
+    apply_lora(model, cfg.lora, base_dir, cfg.run.seed, tok)  # with lora.rank > 0: train an adapter only
     skipped = Skipped()
     train_enc = encode_all(tok, train_convs, tc.seq_len + 1, skip_bad, skipped)
     ids, tgt, dropped = pack_conversations(train_enc, tc.seq_len, tok.bos_id)
