@@ -45,6 +45,18 @@ def save_checkpoint(
         state.pop("lm_head.weight", None)
     save_file(state, str(tmp / "model.safetensors"))
     (tmp / "config.json").write_text(json.dumps({"model": dataclasses.asdict(model.cfg)}, indent=1))
+    _finish(tmp, path, tok, meta, optimizer_state, train_state)
+
+def _finish(
+    tmp: Path,
+    path: Path,
+    tok: BPETokenizer,
+    meta: dict[str, Any],
+    optimizer_state: dict[str, Any] | None,
+    train_state: dict[str, Any] | None,
+) -> None:
+    """The rest of a checkpoint (tokenizer, meta, optimizer and loop state) into tmp, then tmp
+    renamed to path: a crash never leaves a half-written checkpoint as the latest."""
     tok.save(tmp / "tokenizer.json")
     (tmp / "meta.json").write_text(json.dumps({**meta, "tokenizer": tok.fingerprint()}, indent=1))
     if optimizer_state is not None:
@@ -237,18 +249,7 @@ def save_adapter(
     state = {peft_name(k): v.detach().contiguous().cpu() for k, v in tensors.items()}
     save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     (tmp / ADAPTER_CONFIG).write_text(json.dumps(peft_config, indent=2))
-    tok.save(tmp / "tokenizer.json")
-    (tmp / "meta.json").write_text(json.dumps({**meta, "tokenizer": tok.fingerprint()}, indent=1))
-    if optimizer_state is not None:
-        torch.save(optimizer_state, tmp / "optimizer.pt")
-    if train_state is not None:
-        torch.save(train_state, tmp / "train_state.pt")
-    old = path.with_name(path.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    _finish(tmp, path, tok, meta, optimizer_state, train_state)
 
 
 def read_adapter(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
