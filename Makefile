@@ -53,7 +53,8 @@ demo-real: $(STAMP)
 	test -f $(REAL_RUN)/base/meta.json || \
 	  $(BIN)/chatsmith import "$$($(SMOL_GGUF))" --add-tool-tokens --out $(REAL_RUN)/base
 	$(BIN)/python -m chatsmith.train.real_demo --preset smollm2
-	$(BIN)/chatsmith serve --model $(REAL_RUN)/sft --port $(REAL_PORT) --max-batch 2 --compile off & pid=$$!; \
+	$(BIN)/chatsmith serve --model $(REAL_RUN)/sft --port $(REAL_PORT) --max-batch 2 --max-context 512 \
+	  --compile off & pid=$$!; \
 	  $(BIN)/python -m chatsmith.train.real_demo --serve-smoke http://127.0.0.1:$(REAL_PORT); rc=$$?; \
 	  kill $$pid; wait $$pid; exit $$rc
 	rm -f $(REAL_RUN)/smollm2-chatsmith.gguf
