@@ -138,6 +138,8 @@ def test_chat_one_prompt(tiny_run: Path) -> None:
         "--max-tokens",
         "16",
         "--verbose",
+        "--compile",
+        "off",  # the compiled default is tested in test_engine_compiled; here, the command's wiring
         home=tiny_run.parent.parent,
     )
     assert r.returncode == 0, r.stderr
