@@ -110,22 +110,36 @@ class BPETokenizer:
         control ids; any other special-token string in it is encoded as plain text. For text
         with no stray special tokens this equals `encode(text)`: the library splits at
         special tokens before anything else, as this does."""
-        texts: list[str] = []
-        marks: list[int] = []
+        return self.encode_with_controls_offsets(text, controls)[0]
+
+    def encode_with_controls_offsets(
+        self, text: str, controls: list[tuple[int, int]]
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """encode_with_controls, with each token's character span in `text` (for loss masks)."""
+        starts: list[int] = []
+        marks: list[tuple[int, int, int]] = []  # (id, start, end) of each control token
         at = 0
         for a, b in sorted(controls):
-            texts.append(text[at:a])
-            marks.append(self.token_id(text[a:b]))
+            i = self.tok.token_to_id(text[a:b])
+            if i is None:  # a template word this vocabulary has no token for (an imported model
+                continue  # without tool tokens): it stays in the text around it, as plain text
+            starts.append(at)
+            marks.append((i, a, b))
             at = b
-        texts.append(text[at:])
+        starts.append(at)
+        ends = [m[1] for m in marks] + [len(text)]
         # encode_batch runs without the GIL, so a long prompt does not stall other threads.
-        enc = self._as_text().encode_batch(texts, add_special_tokens=False)
+        pieces = [text[s:e] for s, e in zip(starts, ends)]
+        enc = self._as_text().encode_batch(pieces, add_special_tokens=False)
         ids: list[int] = []
-        for i, e in enumerate(enc):
+        offsets: list[tuple[int, int]] = []
+        for k, e in enumerate(enc):
             ids += e.ids
-            if i < len(marks):
-                ids.append(marks[i])
-        return ids
+            offsets += [(starts[k] + a, starts[k] + b) for a, b in e.offsets]
+            if k < len(marks):
+                ids.append(marks[k][0])
+                offsets.append((marks[k][1], marks[k][2]))
+        return ids, offsets
 
     def _as_text(self) -> Tokenizer:
         # A copy that reads special-token strings as text (the shared one stays unchanged,

@@ -238,8 +238,10 @@ def encode_conversation(tok: BPETokenizer, messages: list[dict[str, Any]]) -> tu
     """ids and a 0/1 mask of the same length: 1 where the token is trained."""
     if not style(tok).chatml:
         raise ChatsmithError("this model's chat template is not ChatML: chatsmith cannot train on it")
-    text, spans = render(with_default_system(tok, messages))
-    ids, offsets = tok.encode_with_offsets(text)
+    # Special tokens typed in content are text here too, so a prompt encodes as the start of
+    # its conversation and training never teaches a control id from content.
+    text, spans, controls = render_with_controls(with_default_system(tok, messages))
+    ids, offsets = tok.encode_with_controls_offsets(text, controls)
     mask = [0] * len(ids)
     j = 0
     for t, (start, _end) in enumerate(offsets):
