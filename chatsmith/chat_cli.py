@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from chatsmith import kernels
 from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common.device import pick_device
 from chatsmith.common.errors import ChatsmithError
@@ -51,8 +52,10 @@ def chat_main(
     verbose: bool,
     device: str = "auto",
     compile: bool = False,
+    weights: str = "bf16",
 ) -> int:
     model, tok, meta = load_checkpoint(model_path, pick_device(device))
+    kernels.set_weights(model, weights)
     gen = Generator(model, tok, compile=compile)
     params = SamplingParams(
         temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_tokens

@@ -147,6 +147,12 @@ def _add_chat(sub: Any) -> None:
     c.add_argument(
         "--compile", action="store_true", help="compile the decode step first (faster replies after a wait)"
     )
+    c.add_argument(
+        "--weights",
+        choices=["bf16", "int8"],
+        default="bf16",
+        help="int8: 8-bit weight copies for CPU decoding (kernels/cpu/int8.py); bf16: the model's own",
+    )
     c.set_defaults(func=_run_chat)
 
 
@@ -164,6 +170,7 @@ def _run_chat(args: argparse.Namespace) -> int:
         args.verbose,
         args.device,
         args.compile,
+        args.weights,
     )
 
 

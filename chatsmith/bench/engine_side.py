@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from chatsmith import kernels
 from chatsmith.bench.workload import DTYPES, build_prompt, variants
 from chatsmith.checkpoint import load_checkpoint
 from chatsmith.engine.engine import Engine
@@ -77,12 +78,13 @@ def prefix_cache_run(eng: Engine, tok: BPETokenizer, n_tokens: int, repeats: int
 
 
 def _start_engine(
-    model_path: str, device: str, dtype: str, concurrency: tuple[int, ...], compile: bool
+    model_path: str, device: str, dtype: str, concurrency: tuple[int, ...], compile: bool, weights: str
 ) -> tuple[Engine, BPETokenizer]:
     box: dict[str, Any] = {}
 
     def build() -> None:  # on a thread that ends, taking its OpenMP team with it
         model, tok, _ = load_checkpoint(Path(model_path), torch.device(device))
+        kernels.set_weights(model, weights)  # int8 weight copies, when asked for
         box["tok"] = tok
         most = max(concurrency, default=1)
         box["eng"] = Engine(model, tok, dtype=DTYPES[dtype], max_batch=most, compile=compile).start()
@@ -102,10 +104,11 @@ def _engine_side(
     repeats: int,
     concurrency: tuple[int, ...],
     compile: bool,
+    weights: str,
     queue: Any,
 ) -> None:
     """chatsmith's figures, in a process of its own (`run_engine_side`); put on queue."""
-    eng, tok = _start_engine(model_path, device, dtype, concurrency, compile)
+    eng, tok = _start_engine(model_path, device, dtype, concurrency, compile, weights)
     prompt = build_prompt(tok, prompt_tokens)
     try:
         ps = {c: variants(tok, prompt_tokens, c) for c in concurrency}

@@ -70,6 +70,7 @@ def bench_generate(
     dtype: str = "auto",
     concurrency: tuple[int, ...] = CONCURRENCY,
     compile: bool = True,
+    weights: str = "bf16",
 ) -> dict[str, Any]:
     """Measure both engines on one checkpoint; the dict `bench_generate_main` prints."""
     _check_counts(prompt_tokens, new_tokens, repeats)
@@ -107,10 +108,12 @@ def bench_generate(
                 repeats,
                 concurrency,
                 compile,
+                weights,
             )
             theirs = hf_figures(hf, tok, x, prompt_tokens, new_tokens, repeats, concurrency)
 
-    head = {"device": str(dev), "dtype": dtype_name, "prompt_tokens": len(prompt), "new_tokens": new_tokens}
+    head = {"device": str(dev), "dtype": dtype_name, "weights": weights}
+    head |= {"prompt_tokens": len(prompt), "new_tokens": new_tokens}
     match = {"tokens_match": tokens_match, "match_tokens": cut}
     return _report(head, repeats, concurrency, ours, theirs, transformers.__version__, match)
 
@@ -190,6 +193,12 @@ def bench_generate_main(argv: list[str]) -> int:
         default="on",
         help="chatsmith's decode step compiled (engine/decode.py)",
     )
+    p.add_argument(
+        "--weights",
+        choices=["bf16", "int8"],
+        default="bf16",
+        help="int8: 8-bit weight copies for CPU decoding (kernels/cpu/int8.py); bf16: the model's own",
+    )
     args = p.parse_args(argv)
     try:
         conc = tuple(int(c) for c in args.concurrency.split(","))
@@ -206,6 +215,7 @@ def bench_generate_main(argv: list[str]) -> int:
         args.dtype,
         conc,
         args.compile == "on",
+        args.weights,
     )
     _print_summary(r, conc)
     print(json.dumps(r))

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from chatsmith import kernels
 from chatsmith.common.device import pick_dtype
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import info
@@ -24,8 +25,15 @@ __all__ = ["Backend", "EngineFull", "Event", "PromptTooLong", "Request", "Sampli
 
 
 class Backend:
-    def __init__(self, name: str, max_batch: int = 32, max_waiting: int = 256, compile: bool = False) -> None:
-        self.name = name
+    def __init__(
+        self,
+        name: str,
+        max_batch: int = 32,
+        max_waiting: int = 256,
+        compile: bool = False,
+        weights: str = "bf16",
+    ) -> None:
+        self.name, self.weights = name, weights
         self.max_batch, self.max_waiting, self.compile = max_batch, max_waiting, compile
         self.engine: Engine | None = None
         self.tok: BPETokenizer | None = None
@@ -65,6 +73,7 @@ class Backend:
         # Compiled: bf16 where the hardware has it, which batches far better than float32 on
         # CPUs (bench generate --dtype). Eager on CPUs: float32, since ATen's bf16 path for one
         # token at a time is slower there.
+        kernels.set_weights(model, self.weights)  # int8 weight copies, when asked for
         device = next(model.parameters()).device
         dtype = pick_dtype("auto", device) if self.compile or device.type != "cpu" else torch.float32
         self.engine = Engine(

@@ -41,6 +41,12 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         help="decode through one compiled graph (seconds to compile once, then cached; faster steps)",
     )
     s.add_argument(
+        "--weights",
+        choices=["bf16", "int8"],
+        default="bf16",
+        help="int8: 8-bit weight copies for CPU decoding (kernels/cpu/int8.py); bf16: the model's own",
+    )
+    s.add_argument(
         "--require-keys",
         choices=["auto", "yes", "no"],
         default="auto",
@@ -111,6 +117,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_waiting=args.max_waiting,
         compile=args.compile == "on",
+        weights=args.weights,
         require_keys={"auto": None, "yes": True, "no": False}[args.require_keys],
         rate_limit=args.rate_limit or None,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),

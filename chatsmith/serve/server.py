@@ -32,6 +32,7 @@ class ServeConfig:
     max_batch: int = 32
     max_waiting: int = 256
     compile: bool = True  # the decode step as one compiled graph (engine/decode.py)
+    weights: str = "bf16"  # "int8": 8-bit weight copies for CPU decoding (chatsmith.kernels)
     require_keys: bool | None = None  # None: once a key exists
     rate_limit: int | None = None  # requests per minute per key, unless the key sets its own
     max_body_bytes: int = 4 * 1024 * 1024
@@ -75,7 +76,8 @@ def serve(cfg: ServeConfig) -> None:
         )
     store = Store(cfg.db)
     backend = Backend(
-        cfg.served_model_name or model_name(cfg.model), cfg.max_batch, cfg.max_waiting, cfg.compile
+        cfg.served_model_name or model_name(cfg.model), cfg.max_batch, cfg.max_waiting, cfg.compile,
+        weights=cfg.weights,
     )
     backend.load_in_background(cfg.model, cfg.device)
     ctx = build_context(backend, store, cfg.require_keys, cfg.rate_limit, cfg.max_body_bytes)

@@ -85,7 +85,10 @@ def dequantize(packed: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tenso
 def linear(
     x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, n: int, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """x (..., K) @ (q * scale).T (+ bias) -> (..., n) in x's dtype."""
+    """x (..., K) @ (q * scale).T (+ bias) -> (..., n) in x's dtype (autocast's, under it, as
+    F.linear would)."""
+    if torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
     if packed.dim() == 2 or x.device.type != "cpu" or x.dtype not in (torch.bfloat16, torch.float32):
         return F.linear(x, dequantize(packed, scale, n).to(x.dtype), bias)
     y = torch.ops.chatsmith_cpu.int8_matmul(x.reshape(-1, x.size(-1)), packed, scale, n)
