@@ -1,25 +1,36 @@
-"""8-bit weights for CPU decoding: weight-only int8 with one scale per output channel.
+"""8-bit weights for CPU decoding: weight-only int8 with a scale per block of 32 (as Q8_0).
 
 Decoding one sequence reads every weight once per token and does two flops per weight, so
 on a CPU it waits on memory: int8 weights halve the bytes bf16 reads. Only the weights are
-8-bit; the activations stay bf16 (or float32), the products and sums are float32, and each
-column's sum is multiplied by its scale at the end (csrc/int8_matmul.cpp), so there is no
-activation quantization and no dependence on the other rows of a batch.
+8-bit; the activations stay bf16 (or float32) and the products are summed in float32
+(csrc/int8_matmul.cpp), so there is no activation quantization and no dependence on the
+other rows of a batch.
 
-Quantization is symmetric round-to-nearest per output channel, q = round(w / s) in
-[-127, 127], with s = max|w| / 127 rounded up to a bf16 value: a model cast to bf16 after
-quantizing (the engine casts its model) keeps the scales exactly, and rounding up never
-pushes a weight past 127. Per channel rather than per block of 32 (GGUF's Q8_0): the
-scale costs nothing inside the loop, and on SmolLM2-135M the held-out perplexity moved
-by less than the 1 % budget (`chatsmith eval --weights int8` prints it).
+Quantization is symmetric round-to-nearest in groups of 32 weights along K per output
+channel (GGUF's Q8_0 blocks), q = round(w / s) in [-127, 127], s = max|w| / 127 rounded up
+to a bf16 value: a model cast to bf16 after quantizing (the engine casts its model) keeps
+the scales exactly, and rounding up never pushes a weight past 127. On SmolLM2-135M
+(4,096 held-out tokens of stdlib docstrings, weights fake-quantized in float32) groups of
+32 raised the perplexity by 0.09 %, one scale per channel by 0.86 %, and int8 activations
+per row besides by 6 %: hence groups, and bf16 activations.
 
-Measured against what torch offers, at the projection shapes of SmolLM2-135M (one busy
-2-core Xeon with AMX, one thread, best of 200): `torch._weight_int8pack_mm` (bf16 x,
-per-channel int8 w) took longer than chatsmith's bf16 kernel below 8 rows and 1.3-2x it
-at 8-32 rows; the quantized dynamic linear of torch.ao (fbgemm) was fast but quantizes
-the activations per tensor, so a row's output depends on the rows beside it, and it takes
-float32 only. Hence this kernel. Where it is not built (no AVX2/AVX-512, kernels off) the
-modules dequantize and call F.linear: slower, same numbers up to summation order.
+Chosen by measurement against what torch offers (SmolLM2-135M's projection shapes, a busy
+2-core Xeon with AMX, one thread, best of 200, weights hot in cache), microseconds:
+
+    rows                       1 (qkv, o, gate_up, down)   8                   32
+    chatsmith bf16 kernel      16, 10, 118, 28             99, 52, 325, 170    358, 217, 1125, 532
+    this kernel                32, 23, 90, 48              108, 59, 338, 162   360, 226, 1034, 573
+    torch._weight_int8pack_mm  30, 18, 112, 44             125, 73, 411, 181   480, 288, 1611, 696
+
+`torch._weight_int8pack_mm` (bf16 x, one scale per channel only) is as fast at one row and
+1.2-1.4x slower at 8-32; torch.ao's dynamic quantized linear (fbgemm) quantizes the
+activations per tensor, so a row's output would depend on the rows beside it. With the
+weights in cache one row is bound by the widening (4 instructions per 16 products against
+1 per 32 for bf16); in a decode step the weights come from memory, where int8 reads half
+the bytes. At 32 rows oneDNN's bf16 AMX kernel (F.linear) took a third of either kernel's
+time: many-row int8 calls would be faster dequantized into it (not done: a row's numbers
+would then depend on the batch size). Where this kernel is not built (no AVX2/AVX-512) the
+modules dequantize and call F.linear: slower, the same numbers up to summation order.
 """
 
 from __future__ import annotations
