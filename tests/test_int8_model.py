@@ -111,3 +111,27 @@ def test_the_server_backend_switches_the_model(tiny_tok) -> None:
         assert b.engine is not None and weights_of(b.engine.model) == "int8"
     finally:
         b.shutdown(drain=False)
+
+
+@torch.inference_mode()
+def test_the_compiled_decode_step_keeps_int8_and_its_greedy_tokens(tiny_tok) -> None:
+    from chatsmith.engine.decode import CompiledDecode
+    from chatsmith.engine.runner import eager_decode, eager_prefill
+    from chatsmith.model.kv_cache import SlotKVCache
+
+    models = [peaky_engine_model(tiny_tok.vocab_size, seed=12) for _ in "ab"]
+    for m in models:
+        kernels.set_weights(m, "int8")
+    c = models[0].cfg
+    caches = [SlotKVCache(2, c.n_layer, c.n_kv_head, c.head_dim, c.seq_len) for _ in "ab"]
+    prompts = [[5, 17, 33, 8, 90], [44, 2, 71]]
+    for m, cache in zip(models, caches, strict=True):
+        eager_prefill(m, cache, list(enumerate(prompts)))
+    dec = CompiledDecode(models[1], caches[1], freeze=True)  # traced through the int8 op
+    assert weights_of(models[1]) == "int8"
+    ids = torch.tensor([3, 9])
+    for _ in range(4):
+        want = eager_decode(models[0], caches[0], ids.tolist())
+        got = dec(ids)
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+        ids = want.argmax(-1)
