@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import torch
 
+from chatsmith import kernels
 from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common.device import pick_device, pick_dtype
 from chatsmith.common.errors import ChatsmithError
@@ -61,11 +62,13 @@ def chat_main(
     dtype: str = "auto",
     kv_budget: str | None = None,
     max_context: int | None = None,
+    weights: str = "bf16",
 ) -> int:
     t0 = time.perf_counter()
     dev = pick_device(device)
     model, tok, meta = load_checkpoint(model_path, dev)
     model = model.to(chat_dtype(dtype, dev, compile)).eval()
+    kernels.set_weights(model, weights)
     gen = Generator(model, tok, compile=compile, kv_budget=kv_budget, max_len=max_context)
     dt = str(model.embed_tokens.weight.dtype).removeprefix("torch.")
     how = f"{'compiled' if compile else 'eager'}, {dt}"

@@ -18,7 +18,7 @@ from typing import Any
 from chatsmith.common.config import available_presets, make_config
 from chatsmith.common.errors import ChatsmithError, print_error
 from chatsmith.common.paths import resolve_model
-from chatsmith.engine.memory import add_memory_flags
+from chatsmith.engine.memory import add_memory_flags, add_weights_flag
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -192,6 +192,7 @@ def _add_chat(sub: Any) -> None:
     )
     c.add_argument("--dtype", default="auto", help="auto (bf16 where fast, as serve), float32, bfloat16")
     add_memory_flags(c)
+    add_weights_flag(c)
     c.set_defaults(func=_run_chat)
 
 
@@ -212,6 +213,7 @@ def _run_chat(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         kv_budget=args.kv_budget,
         max_context=args.max_context,
+        weights=args.weights,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from chatsmith import kernels
 from chatsmith.bench.workload import DTYPES, build_prompt, variants
 from chatsmith.checkpoint import load_checkpoint
 from chatsmith.engine.engine import Engine
@@ -84,11 +85,13 @@ def _start_engine(
     concurrency: tuple[int, ...],
     compile: bool,
     memory: dict[str, Any],
+    weights: str,
 ) -> tuple[Engine, BPETokenizer]:
     box: dict[str, Any] = {}
 
     def build() -> None:  # on a thread that ends, taking its OpenMP team with it
         model, tok, _ = load_checkpoint(Path(model_path), torch.device(device))
+        kernels.set_weights(model, weights)  # int8 weight copies, when asked for
         box["tok"] = tok
         most = max(concurrency, default=1)
         box["eng"] = Engine(model, tok, dtype=DTYPES[dtype], max_batch=most, compile=compile, **memory)
@@ -110,12 +113,13 @@ def _engine_side(
     concurrency: tuple[int, ...],
     compile: bool,
     options: dict[str, Any],
+    weights: str,
     queue: Any,
 ) -> None:
     """chatsmith's figures, in a process of its own (`run_engine_side`); put on queue.
     options: prefix_tokens, and the engine's kv_budget and max_context."""
     memory = {k: options.get(k) for k in ("kv_budget", "max_context")}
-    eng, tok = _start_engine(model_path, device, dtype, concurrency, compile, memory)
+    eng, tok = _start_engine(model_path, device, dtype, concurrency, compile, memory, weights)
     # Batch 1: a prompt of its own for the warm-up and for each timed run, none sharing a
     # start with another, so that no run finds its prompt in the prefix cache.
     singles = [build_prompt(tok, prompt_tokens, f"Request {i} of one user. ") for i in range(repeats + 1)]

@@ -51,7 +51,7 @@ from chatsmith.bench.workload import CONCURRENCY, DTYPES, MATCH_TOKENS, build_pr
 from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common.device import pick_device, pick_dtype
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.engine.memory import add_memory_flags
+from chatsmith.engine.memory import add_memory_flags, add_weights_flag
 
 __all__ = ["CONCURRENCY", "DTYPES", "bench_generate", "bench_generate_main", "build_prompt"]
 
@@ -79,6 +79,7 @@ def bench_generate(
     prefix_tokens: int | None = None,
     gguf: str | None = None,
     memory: dict[str, Any] | None = None,
+    weights: str = "bf16",
 ) -> dict[str, Any]:
     """Measure both engines on one checkpoint; the dict `bench_generate_main` prints. gguf: a
     GGUF of the same weights to time llama.cpp on; memory: the engine's kv_budget, max_context."""
@@ -117,10 +118,12 @@ def bench_generate(
                 concurrency,
                 compile,
                 {"prefix_tokens": prefix_tokens, **(memory or {})},
+                weights,
             )
             theirs = hf_figures(hf, tok, x, prompt_tokens, new_tokens, repeats, concurrency)
 
-    head = {"device": str(dev), "dtype": dtype_name, "prompt_tokens": len(prompt), "new_tokens": new_tokens}
+    head = {"device": str(dev), "dtype": dtype_name, "weights": weights}
+    head |= {"prompt_tokens": len(prompt), "new_tokens": new_tokens}
     match = {"tokens_match": tokens_match, "match_tokens": cut}
     r = _report(head, repeats, concurrency, ours, theirs, transformers.__version__, match)
     if gguf is not None:
@@ -228,6 +231,7 @@ def bench_generate_main(argv: list[str]) -> int:
         default="on",
         help="chatsmith's decode step compiled (engine/decode.py)",
     )
+    add_weights_flag(p)
     args = p.parse_args(argv)
     try:
         conc = tuple(int(c) for c in args.concurrency.split(","))
@@ -247,6 +251,7 @@ def bench_generate_main(argv: list[str]) -> int:
         args.prefix_tokens,
         args.gguf,
         {"kv_budget": args.kv_budget, "max_context": args.max_context},
+        args.weights,
     )
     _print_summary(r, conc)
     print(json.dumps(r))

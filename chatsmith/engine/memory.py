@@ -139,3 +139,14 @@ def add_memory_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="longest sequence in tokens (default: the model's, or the budget if smaller)",
     )
+
+
+def add_weights_flag(p: argparse.ArgumentParser) -> None:
+    """--weights, as serve, chat, bench generate and eval take it (chatsmith.kernels.WEIGHTS);
+    here, not in kernels, so that building the command line imports no torch."""
+    p.add_argument(
+        "--weights",
+        choices=["bf16", "int8"],
+        default="bf16",
+        help="int8: 8-bit weight copies for CPU decoding (kernels/cpu/int8.py); bf16: the model's own",
+    )

@@ -100,6 +100,7 @@ def summarize_bpb(records: list[dict[str, Any]], nbytes: int) -> dict[str, Any]:
         "n": len(records),
         "bpb": nats / math.log(2) / max(1, nbytes),
         "loss": nats / max(1, tokens),
+        "ppl": math.exp(nats / max(1, tokens)),  # perplexity per token: exp of the mean loss
         "tokens": tokens,
         "bytes": nbytes,
     }

@@ -18,6 +18,7 @@ from typing import Any
 
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.paths import home, run_dir
+from chatsmith.engine.memory import add_weights_flag
 
 
 def add_eval_parser(subparsers: Any) -> None:
@@ -40,6 +41,7 @@ def add_eval_parser(subparsers: Any) -> None:
     e.add_argument("--max-new-tokens", type=int, default=None, help="cap every task's generation length")
     e.add_argument("--out", default=None, help="write the results as JSON here")
     e.add_argument("--no-cache", action="store_true", help="recompute even when a cached result exists")
+    add_weights_flag(e)
     e.add_argument(
         "--convert",
         default=None,
@@ -101,6 +103,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from chatsmith import kernels
     from chatsmith.checkpoint import load_checkpoint
     from chatsmith.common.device import pick_device, pick_dtype
     from chatsmith.common.dist import barrier, cleanup, init_distributed, is_main, local_device
@@ -126,12 +129,13 @@ def _evaluate(args: argparse.Namespace) -> int:
             if not args.tasks:
                 raise ChatsmithError("evaluating one checkpoint needs --tasks (task files or bpb:PATH)")
             model, tok, _ = load_checkpoint(p, device)
+            key = checkpoint_key(p) + ("-int8" if kernels.set_weights(model, args.weights) else "")
             cache_dir = None if args.no_cache else home() / "eval_cache"
-            results: dict[str, Any] = evaluate_model(
-                model, tok, args.tasks, st, dtype, checkpoint_key(p), cache_dir
-            )
+            results: dict[str, Any] = evaluate_model(model, tok, args.tasks, st, dtype, key, cache_dir)
             if is_main():
                 _print(results)
+        elif p.is_dir() and args.weights != "bf16":
+            raise ChatsmithError("--weights applies to one checkpoint folder, not to every stage of a run")
         elif p.is_dir():
             results = evaluate_stages(
                 p, args.stages, device, dtype, st, args.tasks, use_cache=not args.no_cache

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from chatsmith import kernels
 from chatsmith.common.device import pick_dtype
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import info
@@ -32,8 +33,9 @@ class Backend:
         compile: bool = False,
         kv_budget: str | None = None,
         max_context: int | None = None,
+        weights: str = "bf16",
     ) -> None:
-        self.name = name
+        self.name, self.weights = name, weights
         self.max_batch, self.max_waiting, self.compile = max_batch, max_waiting, compile
         self.kv_budget, self.max_context = kv_budget, max_context
         self.engine: Engine | None = None
@@ -74,6 +76,7 @@ class Backend:
         # Compiled: bf16 where the hardware has it, which batches far better than float32 on
         # CPUs (bench generate --dtype). Eager on CPUs: float32, since ATen's bf16 path for one
         # token at a time is slower there.
+        kernels.set_weights(model, self.weights)  # int8 weight copies, when asked for
         device = next(model.parameters()).device
         dtype = pick_dtype("auto", device) if self.compile or device.type != "cpu" else torch.float32
         self.engine = Engine(

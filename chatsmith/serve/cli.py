@@ -12,7 +12,7 @@ import datetime
 import os
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.engine.memory import add_memory_flags
+from chatsmith.engine.memory import add_memory_flags, add_weights_flag
 
 
 def _db_flag(p: argparse.ArgumentParser) -> None:
@@ -42,6 +42,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         default="on",
         help="decode through one compiled graph (seconds to compile once, then cached; faster steps)",
     )
+    add_weights_flag(s)
     s.add_argument(
         "--require-keys",
         choices=["auto", "yes", "no"],
@@ -116,6 +117,7 @@ def run_serve(args: argparse.Namespace) -> int:
         kv_budget=args.kv_budget,
         max_context=args.max_context,
         compile=args.compile == "on",
+        weights=args.weights,
         require_keys={"auto": None, "yes": True, "no": False}[args.require_keys],
         rate_limit=args.rate_limit or None,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),

@@ -34,6 +34,7 @@ class ServeConfig:
     kv_budget: str | None = None  # tokens ("64k") or bytes ("1.5GB"); None: from free memory
     max_context: int | None = None  # None: the model's
     compile: bool = True  # the decode step as one compiled graph (engine/decode.py)
+    weights: str = "bf16"  # "int8": 8-bit weight copies for CPU decoding (chatsmith.kernels)
     require_keys: bool | None = None  # None: once a key exists
     rate_limit: int | None = None  # requests per minute per key, unless the key sets its own
     max_body_bytes: int = 4 * 1024 * 1024
@@ -86,6 +87,7 @@ def serve(cfg: ServeConfig) -> None:
         cfg.compile,
         kv_budget=cfg.kv_budget,
         max_context=cfg.max_context,
+        weights=cfg.weights,
     )
     backend.load_in_background(cfg.model, cfg.device)
     ctx = build_context(backend, store, cfg.require_keys, cfg.rate_limit, cfg.max_body_bytes)

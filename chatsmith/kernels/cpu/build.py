@@ -1,10 +1,11 @@
 """Building and loading the C++ extension that holds chatsmith's CPU kernels.
 
-One extension (csrc/decode_attention.cpp and csrc/small_matmul.cpp) holds the attention
-ops of the engine's compiled decode and prefill graphs and the small-batch matmuls
-(ops.py says what each does). It is built on first use with torch's C++ extension machinery
-(the same compiler inductor needs for the compiled step, with the vector flags inductor
-picks for this CPU) and kept in torch's extension cache, so later processes load it in a
+One extension (csrc/decode_attention.cpp, csrc/small_matmul.cpp and csrc/int8_matmul.cpp)
+holds the attention ops of the engine's compiled decode and prefill graphs and the
+small-batch matmuls, bf16/float32 and int8-weight (ops.py and int8.py say what each
+does). It is built on first use with torch's C++ extension machinery (the same compiler
+inductor needs for the compiled step, with the vector flags inductor picks for this CPU)
+and kept in torch's extension cache, so later processes load it in a
 fraction of a second. `load()` reports whether it is there; without it everything runs
 the plain PyTorch path. With CHATSMITH_KERNELS=0 it is never built nor loaded.
 """
@@ -23,7 +24,8 @@ import torch
 from chatsmith.common.log import info, warn
 from chatsmith.kernels.switch import enabled
 
-SOURCES = [Path(__file__).with_name("csrc") / f for f in ("decode_attention.cpp", "small_matmul.cpp")]
+_FILES = ("decode_attention.cpp", "small_matmul.cpp", "int8_matmul.cpp")
+SOURCES = [Path(__file__).with_name("csrc") / f for f in _FILES]
 _lock = threading.Lock()
 _state: dict[str, bool] = {}
 

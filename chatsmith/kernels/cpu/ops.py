@@ -100,9 +100,15 @@ def _fake_f32_matmul(x: torch.Tensor, packed: torch.Tensor, w: torch.Tensor) -> 
     return x.new_empty((x.size(0), w.size(0)))
 
 
+def _fake_int8_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
+    """int8_matmul's output for tracing: (M, n) like x."""
+    return x.new_empty((x.size(0), n))
+
+
 def register_fakes() -> None:
     """Tell torch.compile the ops' output shapes (once the extension is loaded)."""
     torch.library.register_fake("chatsmith_cpu::decode_attention")(_fake)
     torch.library.register_fake("chatsmith_cpu::prefill_attention")(_fake)
     torch.library.register_fake("chatsmith_cpu::bf16_matmul")(_fake_matmul)
     torch.library.register_fake("chatsmith_cpu::f32_matmul")(_fake_f32_matmul)
+    torch.library.register_fake("chatsmith_cpu::int8_matmul")(_fake_int8_matmul)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from chatsmith.kernels.cpu import build, ops
+from chatsmith.kernels.cpu import build, int8, ops
 from chatsmith.kernels.cpu.modules import CPUAttend, FusedAttention, FusedMLP, PackedLinear
 from chatsmith.model.gpt import GPT
 
 
 def _swap(module: nn.Module, cls: type[nn.Module]) -> None:
-    if not isinstance(module, cls):
+    # Exactly cls: an int8 module (a subclass) asked to be packed in bf16 becomes bf16 again.
+    if type(module) is not cls:
         module.__class__ = cls
 
 
@@ -56,11 +57,45 @@ def pack_matmuls(model: GPT) -> None:
     model.lm_head.pack()
 
 
-def prepare_serving(model: GPT, freeze: bool, kv_dtype: torch.dtype) -> bool:
+def int8_weights(model: GPT) -> None:
+    """Every matmul of the forward pass, lm_head included, multiplies by an int8 copy of its
+    weight (int8.py), q/k/v and gate/up fused first. The model's own weights stay."""
+    for block in model.layers:
+        a, mlp = block.self_attn, block.mlp
+        _swap(a, int8.Int8Attention)
+        _swap(mlp, int8.Int8MLP)
+        _swap(a.o_proj, int8.Int8Linear)
+        _swap(mlp.down_proj, int8.Int8Linear)
+        a.fuse()
+        mlp.fuse()
+        for m in (a, mlp, a.o_proj, mlp.down_proj):
+            m.pack()
+    _swap(model.lm_head, int8.Int8Linear)
+    model.lm_head.pack()
+
+
+def weights_of(model: GPT) -> str:
+    """"int8" once int8_weights converted the model, else "bf16" (its own weights)."""
+    return "int8" if isinstance(model.lm_head, int8.Int8Linear) else "bf16"
+
+
+def set_weights(model: GPT, weights: str) -> bool:
+    """"int8": convert the model (again, from its current weights); "bf16": leave it as it
+    is. Whether it has int8 weights now."""
+    if weights == "int8":
+        int8_weights(model)
+    return weights_of(model) == "int8"
+
+
+def prepare_serving(model: GPT, freeze: bool, kv_dtype: torch.dtype, weights: str | None = None) -> bool:
     """For the engine's compiled steps over a cache of kv_dtype: with `freeze` (a model that
-    no longer changes), fuse and pack the projections; on CPUs, switch in the C++ cached
-    attention where it takes the head size and dtype. Whether that attention is in."""
-    if freeze:
+    no longer changes), fuse and pack the projections, or with int8 weights (asked for
+    here, or given to the model before) quantize them again from the current weights; on
+    CPUs, switch in the C++ cached attention where it takes the head size and dtype.
+    Whether that attention is in."""
+    if weights == "int8" or (weights is None and weights_of(model) == "int8"):
+        int8_weights(model)  # a snapshot of the weights by nature: frozen or not
+    elif freeze:
         fuse_projections(model)  # any device: fewer, larger matmuls
         pack_matmuls(model)  # CPU tensors only
     device = model.embed_tokens.weight.device
