@@ -54,6 +54,7 @@ def test_rl_plot_draws_the_rl_rows_only(tmp_path) -> None:
         {"stage": "rl", "step": 0, "val_accuracy": 0.25},
         {"stage": "rl", "step": 1, "reward": 0.5, "pass@1": 0.5, "pass@2": 1.0},
         {"stage": "rl", "step": 2, "reward": 0.75, "pass@1": 0.75, "pass@2": 1.0, "val_accuracy": 0.5},
+        {"stage": "rl", "val_accuracy": 0.5, "early_stopped": 1},  # an early stop's summary: no step
     ]
     out = plot_rl(rows, tmp_path / "rl.png")
     assert out == tmp_path / "rl.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -33,7 +33,7 @@ def plot_losses(rows: list[dict[str, Any]], out: Path) -> Path | None:
     for ax, stage in zip(axes[0], stages):
         rs = [r for r in rows if r["stage"] == stage and "train_loss" in r]
         ax.plot([r["step"] for r in rs], [r["train_loss"] for r in rs], lw=1, alpha=0.8, label="train")
-        vs = [r for r in rows if r["stage"] == stage and "val_loss" in r]
+        vs = [r for r in rows if r["stage"] == stage and "val_loss" in r and "step" in r]  # not a summary
         if vs:
             ax.plot([r["step"] for r in vs], [r["val_loss"] for r in vs], "o-", ms=3, label="validation")
         ax.set_title(stage)
@@ -129,7 +129,8 @@ def plot_tasks(card: dict[str, Any], out: Path) -> Path | None:
 
 def plot_rl(rows: list[dict[str, Any]], out: Path, stage: str = "rl") -> Path | None:
     """Mean reward and pass@k per step, held-out accuracy at each evaluation: one PNG."""
-    rows = [r for r in rows if r.get("stage") == stage]
+    # Rows without a step are summaries (an early stop's restored figures), not points of a curve.
+    rows = [r for r in rows if r.get("stage") == stage and "step" in r]
     if not rows:
         return None
     plt = _plt()
