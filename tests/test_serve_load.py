@@ -2,9 +2,10 @@
 
 Zero errors allowed; p50/p99 time to first token and total tokens/s are printed as JSON
 on the last line; the server's memory at the end must be within 10 % of its memory
-after warm-up, and TTFT p99 within 5x p50. TTFT counts the first content: the calculator
-prompt's hidden tool turn (its call, the tool's answer) comes first, so that prompt's TTFT
-is several times the others' even with one client; the JSON gives each prompt's figures too.
+after warm-up, and each prompt's TTFT p99 within 5x its p50. TTFT counts the first content:
+the calculator prompt's hidden tool turn (its call, the tool's answer) comes first, so that
+prompt's TTFT is several times the others' even with one client; the JSON gives the mix's
+figures and each prompt's.
 CHATSMITH_LOADTEST_MODEL / _SECONDS / _CLIENTS change the defaults.
 """
 
@@ -164,7 +165,10 @@ def test_load_32_streaming_clients(tmp_path) -> None:
     assert not out["errors"], out["errors"][:5]
     assert ttft, "no request finished after warm-up"
     assert out["rss_end"] <= 1.10 * out["rss_warm"], result
-    assert result["ttft_p99_s"] <= 5 * result["ttft_p50_s"], result
+    # Per prompt: the calculator prompt's TTFT includes its hidden tool turn (about 9x the others'
+    # at p50), so over the mix p99 measures that prompt's share of requests, not starvation.
+    for q, f in result["by_prompt"].items():
+        assert f["ttft_p99_s"] <= 5 * f["ttft_p50_s"], (q, result)
 
 
 def percentiles(ttft: list[float]) -> dict[str, float | None]:
