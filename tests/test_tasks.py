@@ -63,3 +63,14 @@ def test_counting_alone_has_a_stricter_secondary_check() -> None:
     assert extra_checks(ex, gold) == {"counting_word_exact": True}
     assert extra_checks(ex, gold.replace(f'"{ex.meta["word"]}"', "it")) == {"counting_word_exact": False}
     assert extra_checks(_examples("spelling", 2)[0], gold) == {}
+
+
+def test_general_answers_are_words_and_whole_numbers() -> None:
+    from chatsmith.tasks import general
+
+    q = {e.meta["accept"][0]: e for e in general.general_questions("heldout")}
+    continents, butterfly = q["7"], q["butterfl"]
+    assert general.check(continents, "There are 7 continents.") and general.check(continents, "Seven.")
+    assert not general.check(continents, "The Earth is approximately 129.9999999675277777620")
+    assert not general.check(continents, "About 75 of them.")
+    assert general.check(butterfly, "They turn into butterflies.") and not general.check(butterfly, "a behemoth")

@@ -8,6 +8,8 @@ still right. The check is whether one of the accepted answers appears in the rep
 
 from __future__ import annotations
 
+import re
+
 from chatsmith.tasks.common import Example
 
 # (question, accepted answers, lower case)
@@ -86,8 +88,10 @@ def general_questions(split: str) -> list[Example]:
 
 
 def check(ex: Example, reply: str) -> bool:
+    """An accepted answer starting a word, and a number not inside a longer one: "7" is not
+    found in "129.99967" (the original model once got "how many continents" right that way)."""
     r = reply.lower()
-    return any(a in r for a in ex.meta["accept"])
+    return any(re.search(rf"(?<![\w.]){re.escape(a)}(?![\d])", r) for a in ex.meta["accept"])
 
 
 def reward(ex: Example, reply: str) -> float:
