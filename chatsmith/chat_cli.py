@@ -16,7 +16,7 @@ import torch
 
 from chatsmith import kernels
 from chatsmith.checkpoint import load_checkpoint
-from chatsmith.common.device import pick_device, pick_dtype
+from chatsmith.common.device import pick_device, pick_dtype, set_threads
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.engine.generate import Generator
 from chatsmith.engine.sampling import SamplingParams
@@ -63,9 +63,11 @@ def chat_main(
     kv_budget: str | None = None,
     max_context: int | None = None,
     weights: str = "bf16",
+    threads: int = 0,
 ) -> int:
     t0 = time.perf_counter()
     dev = pick_device(device)
+    set_threads(threads)
     model, tok, meta = load_checkpoint(model_path, dev)
     model = model.to(chat_dtype(dtype, dev, compile)).eval()
     kernels.set_weights(model, weights)

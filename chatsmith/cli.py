@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from chatsmith.common.config import available_presets, make_config
+from chatsmith.common.cpu_share import pin_from_env
 from chatsmith.common.errors import ChatsmithError, print_error
 from chatsmith.common.paths import resolve_model
-from chatsmith.engine.memory import add_memory_flags, add_weights_flag
+from chatsmith.engine.memory import add_memory_flags, add_threads_flag, add_weights_flag
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -193,6 +194,7 @@ def _add_chat(sub: Any) -> None:
     c.add_argument("--dtype", default="auto", help="auto (bf16 where fast, as serve), float32, bfloat16")
     add_memory_flags(c)
     add_weights_flag(c)
+    add_threads_flag(c)
     c.set_defaults(func=_run_chat)
 
 
@@ -213,6 +215,7 @@ def _run_chat(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         kv_budget=args.kv_budget,
         max_context=args.max_context,
+        threads=args.threads,
         weights=args.weights,
     )
 
@@ -246,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    pin_from_env()  # OpenMP reads its binding once, when torch first starts it
     args_list, overrides = _split_overrides(argv)
     args = build_parser().parse_args(args_list)
     args.overrides = overrides

@@ -17,6 +17,7 @@ import torch
 from chatsmith import kernels
 from chatsmith.bench.workload import DTYPES, build_prompt, variants
 from chatsmith.checkpoint import load_checkpoint
+from chatsmith.common.device import set_threads
 from chatsmith.engine.engine import Engine
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.tokenizer.bpe import BPETokenizer
@@ -117,7 +118,8 @@ def _engine_side(
     queue: Any,
 ) -> None:
     """chatsmith's figures, in a process of its own (`run_engine_side`); put on queue.
-    options: prefix_tokens, and the engine's kv_budget and max_context."""
+    options: prefix_tokens, threads, and the engine's kv_budget and max_context."""
+    set_threads(options.get("threads", 0))  # the parent's choice: both engines alike
     memory = {k: options.get(k) for k in ("kv_budget", "max_context")}
     eng, tok = _start_engine(model_path, device, dtype, concurrency, compile, memory, weights)
     # Batch 1: a prompt of its own for the warm-up and for each timed run, none sharing a

@@ -49,9 +49,9 @@ from chatsmith.bench.hf_side import greedy_match, hf_figures, load_exported, loa
 from chatsmith.bench.llama_side import llama_figures
 from chatsmith.bench.workload import CONCURRENCY, DTYPES, MATCH_TOKENS, build_prompt
 from chatsmith.checkpoint import load_checkpoint
-from chatsmith.common.device import pick_device, pick_dtype
+from chatsmith.common.device import pick_device, pick_dtype, set_threads
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.engine.memory import add_memory_flags, add_weights_flag
+from chatsmith.engine.memory import add_memory_flags, add_threads_flag, add_weights_flag
 
 __all__ = ["CONCURRENCY", "DTYPES", "bench_generate", "bench_generate_main", "build_prompt"]
 
@@ -117,12 +117,12 @@ def bench_generate(
                 repeats,
                 concurrency,
                 compile,
-                {"prefix_tokens": prefix_tokens, **(memory or {})},
+                {"prefix_tokens": prefix_tokens, "threads": torch.get_num_threads(), **(memory or {})},
                 weights,
             )
             theirs = hf_figures(hf, tok, x, prompt_tokens, new_tokens, repeats, concurrency)
 
-    head = {"device": str(dev), "dtype": dtype_name, "weights": weights}
+    head = {"device": str(dev), "dtype": dtype_name, "weights": weights, "threads": torch.get_num_threads()}
     head |= {"prompt_tokens": len(prompt), "new_tokens": new_tokens}
     match = {"tokens_match": tokens_match, "match_tokens": cut}
     r = _report(head, repeats, concurrency, ours, theirs, transformers.__version__, match)
@@ -232,6 +232,7 @@ def bench_generate_main(argv: list[str]) -> int:
         help="chatsmith's decode step compiled (engine/decode.py)",
     )
     add_weights_flag(p)
+    add_threads_flag(p)
     args = p.parse_args(argv)
     try:
         conc = tuple(int(c) for c in args.concurrency.split(","))
@@ -239,6 +240,7 @@ def bench_generate_main(argv: list[str]) -> int:
         raise ChatsmithError(f"--concurrency takes numbers like 8,32, got {args.concurrency!r}") from None
     if not conc or min(conc) < 1:
         raise ChatsmithError(f"--concurrency takes numbers >= 1, got {args.concurrency!r}")
+    set_threads(args.threads)  # both sides run this many (the engine's process is told)
     r = bench_generate(
         args.model,
         args.prompt_tokens,

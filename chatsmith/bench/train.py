@@ -74,7 +74,7 @@ def _run(preset: str, overrides: list[str], steps: int, threads: int) -> dict[st
 def bench_train(
     preset: str, steps: int, threads: int, overrides: list[str], baseline_steps: int = 0
 ) -> dict[str, Any]:
-    set_threads(threads)
+    threads = set_threads(threads)  # resolved once: both sides' processes run this many
     device = pick_device(make_config(preset, overrides).run.device)
     if stored_peak(device, torch.bfloat16) and stored_peak(device, torch.float32):
         peak = {
@@ -88,6 +88,7 @@ def bench_train(
     return {
         "preset": preset,
         "steps": steps,
+        "threads": threads,
         "chatsmith": ours,
         "baseline": base,
         "ratio_tok_per_s": ours["tok_per_s"] / base["tok_per_s"],
@@ -106,7 +107,9 @@ def bench_train_main(argv: list[str]) -> int:
     p.add_argument("--preset", default="demo")
     p.add_argument("--steps", type=int, default=20, help="steps per side; the first 2 are not timed")
     p.add_argument("--baseline-steps", type=int, default=0, help="steps of the baseline (0: as --steps)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="CPU threads (0: the cores other processes leave free)"
+    )
     p.add_argument("--set", action="append", default=[], help="a config override, e.g. pretrain.compile=on")
     args = p.parse_args(argv)
     overrides = [f"--{s.removeprefix('--')}" for s in args.set]

@@ -29,7 +29,7 @@ class RunConfig:
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto | float32 | bfloat16
-    threads: int = 0  # torch intra-op threads; 0 = torch's default (split among ranks on a CPU)
+    threads: int = 0  # torch intra-op threads; 0: the cores other processes leave free (split among ranks)
     parallel: str = "auto"  # auto | ddp | fsdp: how torchrun's ranks share the model (auto: fsdp from 1B)
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
+from chatsmith.common.cpu_share import busy_elsewhere, free_cores
 from chatsmith.common.errors import ChatsmithError
+from chatsmith.common.log import info
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -59,9 +62,22 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def set_threads(n: int) -> None:
-    if n > 0:
-        torch.set_num_threads(n)
+def set_threads(n: int) -> int:
+    """n > 0: that many intra-op threads. 0: the cores other processes leave free, up to
+    torch's default (common/cpu_share.py says why); ranks under torchrun split the machine
+    instead, since each would count the others as busy. Returns the threads set."""
+    if n <= 0:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        cores = torch.get_num_threads()
+        if local_world > 1 or "OMP_NUM_THREADS" in os.environ:
+            return cores  # torchrun (or the user) chose already
+        others = busy_elsewhere()
+        n = free_cores(cores, others)
+        if n < cores:
+            info(f"other processes are using {others:.1f} of {cores} cores: running {n} thread(s)"
+                 " (--threads or run.threads chooses)")
+    torch.set_num_threads(n)
+    return n
 
 
 def device_name(device: torch.device) -> str:

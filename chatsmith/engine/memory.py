@@ -141,6 +141,16 @@ def add_memory_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threads_flag(p: argparse.ArgumentParser) -> None:
+    """--threads, as serve, chat and bench generate take it (common/cpu_share.py)."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads (default 0: the cores other processes leave free at start-up)",
+    )
+
+
 def add_weights_flag(p: argparse.ArgumentParser) -> None:
     """--weights, as serve, chat, bench generate and eval take it (chatsmith.kernels.WEIGHTS);
     here, not in kernels, so that building the command line imports no torch."""

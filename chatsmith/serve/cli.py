@@ -12,7 +12,7 @@ import datetime
 import os
 
 from chatsmith.common.errors import ChatsmithError
-from chatsmith.engine.memory import add_memory_flags, add_weights_flag
+from chatsmith.engine.memory import add_memory_flags, add_threads_flag, add_weights_flag
 
 
 def _db_flag(p: argparse.ArgumentParser) -> None:
@@ -43,6 +43,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         help="decode through one compiled graph (seconds to compile once, then cached; faster steps)",
     )
     add_weights_flag(s)
+    add_threads_flag(s)
     s.add_argument(
         "--require-keys",
         choices=["auto", "yes", "no"],
@@ -116,6 +117,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_waiting=args.max_waiting,
         kv_budget=args.kv_budget,
         max_context=args.max_context,
+        threads=args.threads,
         compile=args.compile == "on",
         weights=args.weights,
         require_keys={"auto": None, "yes": True, "no": False}[args.require_keys],

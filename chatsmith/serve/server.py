@@ -11,6 +11,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatsmith.common.device import set_threads
 from chatsmith.common.errors import ChatsmithError
 from chatsmith.common.log import info
 from chatsmith.serve.auth import Authenticator
@@ -34,6 +35,7 @@ class ServeConfig:
     kv_budget: str | None = None  # tokens ("64k") or bytes ("1.5GB"); None: from free memory
     max_context: int | None = None  # None: the model's
     compile: bool = True  # the decode step as one compiled graph (engine/decode.py)
+    threads: int = 0  # CPU threads; 0: the cores other processes leave free (common/cpu_share.py)
     weights: str = "bf16"  # "int8": 8-bit weight copies for CPU decoding (chatsmith.kernels)
     require_keys: bool | None = None  # None: once a key exists
     rate_limit: int | None = None  # requests per minute per key, unless the key sets its own
@@ -76,6 +78,7 @@ def serve(cfg: ServeConfig) -> None:
             f"no checkpoint at {cfg.model}: pass --model with a checkpoint folder or a run name "
             "(`make demo` trains one named demo)"
         )
+    set_threads(cfg.threads)  # before the engine's thread starts its OpenMP team
     store = Store(cfg.db)
     cut = store.cut_streaming()  # answers the last server was streaming when it died
     if cut:

@@ -17,6 +17,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -59,6 +60,36 @@ def _flags() -> tuple[list[str], str]:
     return flags, tag
 
 
+def extension_name() -> str:
+    """The extension's name in torch's cache. The vector flags are part of it: a cache shared by
+    machines of different CPUs must not hand one machine another's instructions."""
+    return "chatsmith_cpu_kernels_" + _flags()[1]
+
+
+@contextlib.contextmanager
+def _no_stale_lock(name: str) -> Iterator[None]:
+    """Hold an OS lock on the build folder while torch builds or loads the extension, and
+    clear a lock file that no live process holds.
+
+    torch marks a build in progress with a plain file that it deletes when done; a build
+    killed midway (Ctrl-C, kill -9 of a starting server) leaves the file, and every later
+    process then waits for it forever. An flock is released by the OS when its holder dies,
+    so whoever holds ours is the only possible builder, and a lock file found then is stale.
+    """
+    import fcntl
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    folder = Path(_get_build_directory(name, verbose=False))
+    with open(folder / "chatsmith.flock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # waits while another live process builds
+        stale = folder / "lock"
+        if stale.exists():
+            warn(f"removing {stale}, left by a build that was stopped midway")
+            stale.unlink(missing_ok=True)
+        yield
+
+
 def _build() -> bool:
     from torch.utils.cpp_extension import load as load_extension
 
@@ -69,21 +100,20 @@ def _build() -> bool:
             import ninja
 
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-    flags, tag = _flags()
-    # The vector flags are part of the name: a cache shared by machines of different CPUs
-    # must not hand one machine another's instructions.
-    name = "chatsmith_cpu_kernels_" + tag
+    flags, _ = _flags()
+    name = extension_name()
     t0 = time.perf_counter()
     try:
         # torch's OpenMP runtime is already loaded, so -fopenmp links the kernels to it and
         # at::parallel_for shares its threads.
-        load_extension(
-            name,
-            [str(f) for f in SOURCES],
-            extra_cflags=flags,
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,
-        )
+        with _no_stale_lock(name):
+            load_extension(
+                name,
+                [str(f) for f in SOURCES],
+                extra_cflags=flags,
+                extra_ldflags=["-fopenmp"],
+                is_python_module=False,
+            )
     except Exception as e:  # no compiler, no headers: the PyTorch path still works
         warn(f"the CPU kernels did not build ({type(e).__name__}: {e}); running PyTorch's ops instead")
         return False
