@@ -91,12 +91,7 @@ def bench_generate(
     dtype_name = "bfloat16" if dt == torch.bfloat16 else "float32"
     model, tok, _ = load_checkpoint(Path(model_path), dev)
     positions = model.cfg.seq_len  # the context, and the exported max_position_embeddings
-    if prompt_tokens + new_tokens > positions:
-        raise ChatsmithError(
-            f"--prompt-tokens + --new-tokens ({prompt_tokens + new_tokens}) exceed the model's context "
-            f"({positions} tokens)"
-        )
-    prefix_tokens = _check_extras(positions, prefix_tokens, gguf)
+    prefix_tokens = _check_extras(positions, prompt_tokens + new_tokens, prefix_tokens, gguf)
     transformers = load_transformers()
     prompt = build_prompt(tok, prompt_tokens)
     x, k = torch.tensor([prompt], dtype=torch.long, device=dev), min(MATCH_TOKENS, new_tokens)
@@ -139,9 +134,13 @@ def _add_llama_cpp(r: dict[str, Any], gguf: str, text: str, repeats: int) -> Non
     r["ratio_ttft_vs_llama_cpp"] = round(lc["ttft_s"] / r["chatsmith"]["ttft_s"], 4)
 
 
-def _check_extras(positions: int, prefix_tokens: int | None, gguf: str | None) -> int:
+def _check_extras(positions: int, total: int, prefix_tokens: int | None, gguf: str | None) -> int:
     """The prefix-cache figure's shared tokens (default 512, or what fits), after checking
-    them and the GGUF's path."""
+    them, the prompt and new tokens (`total`) against the context, and the GGUF's path."""
+    if total > positions:
+        raise ChatsmithError(
+            f"--prompt-tokens + --new-tokens ({total}) exceed the model's context ({positions} tokens)"
+        )
     if prefix_tokens is None:
         prefix_tokens = min(512, positions - 2)
     if not 16 <= prefix_tokens <= positions - 2:
