@@ -12,6 +12,7 @@ import json
 import torch
 
 from chatsmith.common.device import device_name, matmul_peak, pick_device, set_threads
+from chatsmith.engine.memory import add_threads_flag
 from chatsmith.train.speed import store_peak
 
 
@@ -34,9 +35,7 @@ def bench_peak_main(argv: list[str]) -> int:
         "--size", type=int, default=0, help="square matrix size (default 4096 on CPU, 8192 on CUDA)"
     )
     p.add_argument("--seconds", type=float, default=3.0, help="time per dtype")
-    p.add_argument(
-        "--threads", type=int, default=0, help="CPU threads (0: the cores other processes leave free)"
-    )
+    add_threads_flag(p)
     args = p.parse_args(argv)
     set_threads(args.threads)
     r = bench_peak(args.device, args.size, args.seconds)

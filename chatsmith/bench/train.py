@@ -22,6 +22,7 @@ from chatsmith.common.config import Config, make_config
 from chatsmith.common.device import peak_memory_gb, pick_device, pick_dtype, set_threads
 from chatsmith.common.log import MetricsLog
 from chatsmith.data.tokens.loaders import PretrainLoader
+from chatsmith.engine.memory import add_threads_flag
 from chatsmith.model.build import build_model, gpt_config
 from chatsmith.train.loop import Stage, train
 from chatsmith.train.speed import flops_per_token, peak_flops, stored_peak
@@ -107,9 +108,7 @@ def bench_train_main(argv: list[str]) -> int:
     p.add_argument("--preset", default="demo")
     p.add_argument("--steps", type=int, default=20, help="steps per side; the first 2 are not timed")
     p.add_argument("--baseline-steps", type=int, default=0, help="steps of the baseline (0: as --steps)")
-    p.add_argument(
-        "--threads", type=int, default=0, help="CPU threads (0: the cores other processes leave free)"
-    )
+    add_threads_flag(p)
     p.add_argument("--set", action="append", default=[], help="a config override, e.g. pretrain.compile=on")
     args = p.parse_args(argv)
     overrides = [f"--{s.removeprefix('--')}" for s in args.set]

@@ -142,7 +142,7 @@ def add_memory_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_threads_flag(p: argparse.ArgumentParser) -> None:
-    """--threads, as serve, chat and bench generate take it (common/cpu_share.py)."""
+    """--threads, as serve, chat and the benches take it (common/cpu_share.py)."""
     p.add_argument(
         "--threads",
         type=int,
