@@ -138,3 +138,44 @@ def test_extreme_sampling_values_are_greedy_or_refused_never_a_crash() -> None:
         assert p.greedy and int(sample(logits, p, torch.Generator().manual_seed(0))[0]) == 4
     with pytest.raises(ChatsmithError, match="repetition_penalty"):
         SamplingParams(repetition_penalty=1e-40).validate()
+
+
+class EveryPositionModel(ScriptedModel):
+    """As ScriptedModel, but every position of every row predicts the script's next token:
+    all sequences write the same text, one script token per forward."""
+
+    def hidden_states(self, x: torch.Tensor, meta=None) -> torch.Tensor:
+        out = super().hidden_states(x, meta)
+        out[:] = out[:, -1:]
+        return out
+
+
+def test_tool_turns_ending_in_one_step_are_fed_in_one_forward(tiny_tok) -> None:
+    """Two calculator turns that close in the same step get their results in one packed
+    forward, while a third sequence leaves in that step; both go on to the same answer."""
+    from chatsmith.engine.scheduler import Scheduler
+    from chatsmith.engine.sequence import Request
+
+    script = (
+        '<tool_call>\n{"name": "calculator", "arguments": {"expression": "37 * 41"}}\n</tool_call>'
+        "<|im_end|>" + "37 * 41 = 1517.<|im_end|>"
+    )
+    model = EveryPositionModel(tiny_tok.encode(script), tiny_tok.vocab_size)
+    sched = Scheduler(model, tiny_tok, n_slots=4, max_len=256, prefix_slots=0)  # type: ignore[arg-type]
+    prompt = tiny_tok.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    params = SamplingParams(max_new_tokens=100)
+    # The first, not allowed to run tools, ends where the others' results are fed: slot 0
+    # empties in that step while slots 1 and 2 are being fed.
+    reqs = [Request(prompt, params, run_tools=k > 0) for k in range(3)]
+    with torch.inference_mode():
+        for r in reqs:
+            sched.add(r)
+        while sched.busy:
+            sched.step()
+    leaver, *tooled = [r.result()[0] for r in reqs]
+    assert leaver.finish_reason == "tool_calls" and not leaver.tool_results
+    feed = [tiny_tok.im_end_id, *tool_response_ids(tiny_tok, "1517")]
+    assert feed + feed in model.fed  # one forward for both tool turns
+    for c in tooled:
+        assert c.tool_results == ["1517"] and c.finish_reason == "stop"
+        assert c.final_text == "37 * 41 = 1517."

@@ -174,18 +174,19 @@ def sample_batch(
         dev = logits.device
         temps = torch.tensor([samplers[i].p.temperature for i in hot], device=dev)
         sub = logits[hot] / temps[:, None]
-        sub_sorted, order = sub.sort(dim=-1, descending=True)
+        order = None  # the filters work on sorted rows; plain temperature sampling needs no sort
         if any(samplers[i].p.top_k or samplers[i].p.top_p < 1 or samplers[i].p.min_p for i in hot):
-            sub_sorted = filter_sorted(
-                sub_sorted,
+            sub, order = sub.sort(dim=-1, descending=True)
+            sub = filter_sorted(
+                sub,
                 torch.tensor([samplers[i].p.top_k for i in hot], device=dev),
                 torch.tensor([samplers[i].p.top_p for i in hot], device=dev),
                 torch.tensor([samplers[i].p.min_p for i in hot], device=dev),
             )
-        probs = sub_sorted.softmax(dim=-1)
+        probs = sub.softmax(dim=-1)
         for j, i in enumerate(hot):
-            pick = torch.multinomial(probs[j], 1, generator=samplers[i].gen)
-            tokens[i] = order[j, pick[0]]
+            pick = int(torch.multinomial(probs[j], 1, generator=samplers[i].gen)[0])
+            tokens[i] = pick if order is None else order[j, pick]
     out = [Draw(int(t)) for t in tokens.tolist()]
     want = [i for i, s in enumerate(samplers) if s.p.logprobs or s.p.top_logprobs]
     if want:
@@ -206,7 +207,10 @@ def sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None 
     if p.greedy:
         return logits.argmax(dim=-1)
     B = logits.size(0)
-    sorted_logits, order = (logits.float() / p.temperature).sort(dim=-1, descending=True)
+    scaled = logits.float() / p.temperature
+    if not (p.top_k or p.top_p < 1 or p.min_p):
+        return torch.multinomial(scaled.softmax(dim=-1), 1, generator=gen).squeeze(-1)
+    sorted_logits, order = scaled.sort(dim=-1, descending=True)
     sorted_logits = filter_sorted(
         sorted_logits,
         torch.full((B,), p.top_k, device=logits.device),

@@ -251,14 +251,19 @@ class Scheduler:
         goes on at once: their results are fed and its next token sampled."""
         banned = [self.out.banned(s) for s in seqs]
         draws = sample_batch(logits, [s.sampler for s in seqs], banned, top)
+        # Inside closing_together: a sequence that finishes here keeps its slot until the
+        # end, so the slots of the ones fed below stay where they are.
         with self.out.closing_together():
-            for s, d in zip(seqs, draws):
-                feed = self.out.take(s, d)
-                if feed:
-                    after = self._forward_chunk(s, feed)
-                    s.fed += len(feed)
-                    s.extra += feed
-                    self._accept([s], after)
+            fed = [(s, feed) for s, d in zip(seqs, draws) if (feed := self.out.take(s, d))]
+            if not fed:
+                return
+            # Every tool turn of this step goes through one packed forward, not one each:
+            # under load many calculator answers come back together.
+            after, after_top = self.runner.prefill_packed([(s.slot, feed) for s, feed in fed])
+            for s, feed in fed:
+                s.fed += len(feed)
+                s.extra += feed
+            self._accept([s for s, _ in fed], after, after_top)
 
     # -- the step ------------------------------------------------------------------------
     def _drop_cancelled(self) -> None:
