@@ -179,3 +179,20 @@ def test_tool_turns_ending_in_one_step_are_fed_in_one_forward(tiny_tok) -> None:
     for c in tooled:
         assert c.tool_results == ["1517"] and c.finish_reason == "stop"
         assert c.final_text == "37 * 41 = 1517."
+
+
+def test_draw_follows_each_rows_distribution_and_never_picks_a_zero() -> None:
+    """Inverse-CDF draws: frequencies match the probabilities, a zero-probability token
+    (a filtered one) never comes out, and a seeded row draws the same beside other rows."""
+    from chatsmith.engine.sampling import draw
+
+    probs = torch.tensor([[0.0, 0.1, 0.0, 0.6, 0.3], [0.5, 0.0, 0.5, 0.0, 0.0]])
+    g = torch.Generator().manual_seed(0)
+    picks = torch.stack([draw(probs, [g, g]) for _ in range(20_000)])
+    for r in range(2):
+        freq = torch.bincount(picks[:, r], minlength=5).double() / len(picks)
+        assert torch.allclose(freq, probs[r].double(), atol=0.015), (r, freq)
+        assert not set(picks[:, r].tolist()) & set((probs[r] == 0).nonzero()[:, 0].tolist())
+    alone = [int(draw(probs[:1], [torch.Generator().manual_seed(s)])[0]) for s in range(50)]
+    beside = [int(draw(probs, [torch.Generator().manual_seed(s), None])[0]) for s in range(50)]
+    assert alone == beside

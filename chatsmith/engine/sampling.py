@@ -183,10 +183,10 @@ def sample_batch(
                 torch.tensor([samplers[i].p.top_p for i in hot], device=dev),
                 torch.tensor([samplers[i].p.min_p for i in hot], device=dev),
             )
-        probs = sub.softmax(dim=-1)
-        for j, i in enumerate(hot):
-            pick = int(torch.multinomial(probs[j], 1, generator=samplers[i].gen)[0])
-            tokens[i] = pick if order is None else order[j, pick]
+        pick = draw(sub.softmax(dim=-1), [samplers[i].gen for i in hot])
+        if order is not None:
+            pick = order.gather(-1, pick[:, None])[:, 0]
+        tokens[torch.tensor(hot, device=dev)] = pick
     out = [Draw(int(t)) for t in tokens.tolist()]
     want = [i for i, s in enumerate(samplers) if s.p.logprobs or s.p.top_logprobs]
     if want:
@@ -202,6 +202,19 @@ def sample_batch(
     return out
 
 
+def draw(probs: torch.Tensor, gens: list[torch.Generator | None]) -> torch.Tensor:
+    """One index per row of probs (R, V), row r drawn with gens[r] (None: torch's global
+    generator) by inverting its cumulative sum at one uniform number: a seeded row draws the
+    same whatever else is in the batch, and one vectorised search replaces a multinomial call
+    per row (8 % of an RL run's time at 64 rows went to those calls)."""
+    dev = probs.device
+    u = torch.stack([torch.rand((), dtype=torch.float64, generator=g, device=dev) for g in gens])
+    cdf = probs.double().cumsum(-1)
+    # right=True: the first index whose cdf exceeds u * total, never a zero-probability one.
+    at = (u * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, at, right=True).squeeze(-1).clamp_max(probs.size(-1) - 1)
+
+
 def sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None = None) -> torch.Tensor:
     """logits (B, V) -> token ids (B,), every row with the same parameters and generator."""
     if p.greedy:
@@ -209,7 +222,7 @@ def sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None 
     B = logits.size(0)
     scaled = logits.float() / p.temperature
     if not (p.top_k or p.top_p < 1 or p.min_p):
-        return torch.multinomial(scaled.softmax(dim=-1), 1, generator=gen).squeeze(-1)
+        return draw(scaled.softmax(dim=-1), [gen] * B)
     sorted_logits, order = scaled.sort(dim=-1, descending=True)
     sorted_logits = filter_sorted(
         sorted_logits,
@@ -217,5 +230,5 @@ def sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None 
         torch.full((B,), p.top_p, device=logits.device),
         torch.full((B,), p.min_p, device=logits.device),
     )
-    pick = torch.multinomial(sorted_logits.softmax(dim=-1), 1, generator=gen)
-    return order.gather(-1, pick).squeeze(-1)
+    pick = draw(sorted_logits.softmax(dim=-1), [gen] * B)
+    return order.gather(-1, pick[:, None]).squeeze(-1)
