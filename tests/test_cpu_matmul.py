@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import needs_kernels, peaky_engine_model
@@ -39,7 +41,8 @@ def within_rounding(y: torch.Tensor, ref: torch.Tensor) -> bool:
 # Rows: tails of 1-3 under the 4-row pass, and more than one 64-row task. Columns: whole
 # tiles, a tile cut short, fewer than one block. K: one pair, and odd counts of pairs.
 @pytest.mark.parametrize(
-    ("M", "N", "K"), [(1, 768, 256), (3, 70, 18), (5, 16, 2), (33, 4096, 64), (130, 200, 90)]
+    ("M", "N", "K"),
+    [(1, 768, 256), (3, 70, 18), (5, 16, 2), (33, 4096, 64), (130, 200, 90), (17, 200, 96), (130, 70, 64)],
 )
 def test_matches_float64_within_bf16_rounding(M: int, N: int, K: int) -> None:
     g = torch.Generator().manual_seed(M * N + K)
@@ -62,6 +65,17 @@ def test_a_rows_result_does_not_depend_on_the_other_rows() -> None:
     y = cpu_matmul.linear(x, w, packed)
     for rows in (slice(5, 6), slice(0, 4), slice(30, 37)):
         assert torch.equal(cpu_matmul.linear(x[rows], w, packed), y[rows])
+
+
+AMX = BF16 and "amx_bf16" in Path("/proc/cpuinfo").read_text()
+
+
+@pytest.mark.skipif(not AMX, reason="no AMX on this CPU: every bf16 matmul takes vdpbf16ps")
+def test_with_amx_the_kernel_is_chosen_by_k_alone() -> None:
+    # K in whole steps of 32 goes through the tiles at every M, one row included (a row's
+    # numbers must not change with the batch); other K through vdpbf16ps at every M.
+    kind = torch.ops.chatsmith_cpu.bf16_matmul_kind
+    assert (kind(64), kind(576), kind(90), kind(18)) == ("amx", "amx", "avx512_bf16", "avx512_bf16")
 
 
 @needs_bf16

@@ -1,6 +1,7 @@
 """Building and loading the C++ extension that holds chatsmith's CPU kernels.
 
-One extension (csrc/decode_attention.cpp, csrc/small_matmul.cpp and csrc/int8_matmul.cpp)
+One extension (csrc/decode_attention.cpp, csrc/small_matmul.cpp with csrc/amx_matmul.cpp, and
+csrc/int8_matmul.cpp)
 holds the attention ops of the engine's compiled decode and prefill graphs and the
 small-batch matmuls, bf16/float32 and int8-weight (ops.py and int8.py say what each
 does). It is built on first use with torch's C++ extension machinery (the same compiler
@@ -25,7 +26,7 @@ import torch
 from chatsmith.common.log import info, warn
 from chatsmith.kernels.switch import enabled
 
-_FILES = ("decode_attention.cpp", "small_matmul.cpp", "int8_matmul.cpp")
+_FILES = ("decode_attention.cpp", "small_matmul.cpp", "amx_matmul.cpp", "int8_matmul.cpp")
 SOURCES = [Path(__file__).with_name("csrc") / f for f in _FILES]
 _lock = threading.Lock()
 _state: dict[str, bool] = {}

@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -32,6 +33,12 @@
 #include <immintrin.h>
 #define CHATSMITH_BF16_MATMUL 1
 #endif
+
+namespace chatsmith_amx {  // amx_matmul.cpp: the same matmul through AMX's tiles
+bool usable(int64_t K);
+void matmul(const uint16_t* X, const uint16_t* W, uint16_t* Y, int64_t M, int64_t K, int64_t n, int64_t tiles);
+bool built();
+}  // namespace chatsmith_amx
 
 namespace {
 
@@ -111,6 +118,10 @@ at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t n)
   const auto* X = reinterpret_cast<const uint16_t*>(xc.const_data_ptr());
   const auto* W = reinterpret_cast<const uint16_t*>(packed.const_data_ptr());
   auto* Y = reinterpret_cast<uint16_t*>(y.data_ptr());
+  if (chatsmith_amx::usable(K)) {  // chosen by K alone, never by M: see amx_matmul.cpp
+    chatsmith_amx::matmul(X, W, Y, M, K, n, blocks / NB);
+    return y;
+  }
   for_tiles(M, blocks / NB, [&](int64_t m, auto r, int64_t tile) {
     const int64_t col = tile * NB * BLOCK, cols = std::min<int64_t>(NB * BLOCK, n - col);
     tile_rows<decltype(r)::value>(X + m * K, W + tile * NB * K * BLOCK, K, Y + m * n + col, n, cols);
@@ -190,6 +201,15 @@ std::vector<int64_t> f32_matmul_layout() {
 #endif
 }
 
+// Which kernel bf16_matmul runs for an inner size K: "amx", "avx512_bf16", or "" (none built).
+std::string bf16_matmul_kind(int64_t K) {
+#ifdef CHATSMITH_BF16_MATMUL
+  return chatsmith_amx::usable(K) ? "amx" : "avx512_bf16";
+#else
+  return "";
+#endif
+}
+
 bool bf16_matmul_built() {
 #ifdef CHATSMITH_BF16_MATMUL
   return true;
@@ -203,6 +223,7 @@ bool bf16_matmul_built() {
 TORCH_LIBRARY_FRAGMENT(chatsmith_cpu, m) {
   m.def("bf16_matmul(Tensor x, Tensor packed, int n) -> Tensor");
   m.def("bf16_matmul_built() -> bool", &bf16_matmul_built);
+  m.def("bf16_matmul_kind(int K) -> str", &bf16_matmul_kind);
   m.def("f32_matmul(Tensor x, Tensor packed, Tensor w) -> Tensor");
   m.def("f32_matmul_layout() -> int[]", &f32_matmul_layout);
 }
