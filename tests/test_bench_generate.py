@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from chatsmith.bench.engine_side import run_engine_side
 from chatsmith.bench.generate import bench_generate_main, build_prompt
 from chatsmith.checkpoint import save_checkpoint
 from chatsmith.common.errors import ChatsmithError
@@ -60,7 +61,7 @@ def test_bench_generate_prints_consistent_json(ckpt: Path, capsys) -> None:
     # busy machine one preempted 1-token run could swallow it, so take the best of 3 (tens of ms).
     args = ["--model", str(ckpt), "--prompt-tokens", "16", "--new-tokens", "8", "--repeats", "3"]
     args += ["--concurrency", "2,4", "--dtype", "float32", "--compile", "off"]  # compiling: tests of its own
-    args += ["--prefix-tokens", "24", "--kv-budget", "4k"]
+    args += ["--kv-budget", "4k"]  # the default prefix: what the 64-token context holds
     r = run_bench(args, capsys)
     for key in ("bench", "device", "dtype", "prompt_tokens", "new_tokens", "chatsmith", "transformers"):
         assert key in r
@@ -78,7 +79,8 @@ def test_bench_generate_prints_consistent_json(ckpt: Path, capsys) -> None:
         want = cs[f"aggregate_tok_s_{c}"] / cs["decode_tok_s"]
         assert r[f"ratio_aggregate_{c}_vs_batch1"] == pytest.approx(want, rel=1e-2)
     pc = r["prefix_cache"]
-    assert pc["shared_tokens"] == 24 and pc["ttft_cold_s"] > 0 and pc["ttft_warm_s"] > 0
+    # 61 shared + 2 tokens of its own + 1 generated fill the context exactly
+    assert pc["shared_tokens"] == 61 and pc["ttft_cold_s"] > 0 and pc["ttft_warm_s"] > 0
     assert "llama_cpp" not in r  # no --gguf
 
 
@@ -104,13 +106,20 @@ def test_prompt_has_the_asked_length_and_no_stray_special_tokens(tiny_tok) -> No
         (["--repeats", "0"], "--repeats"),
         (["--prompt-tokens", "60", "--new-tokens", "8"], "context"),
         (["--prompt-tokens", "8", "--new-tokens", "8", "--prefix-tokens", "8"], "--prefix-tokens"),
-        (["--prompt-tokens", "8", "--new-tokens", "8", "--prefix-tokens", "63"], "--prefix-tokens"),
+        (["--prompt-tokens", "8", "--new-tokens", "8", "--prefix-tokens", "62"], "--prefix-tokens"),
         (["--prompt-tokens", "8", "--new-tokens", "8", "--gguf", "/nonexistent/model.gguf"], "no GGUF"),
     ],
 )
 def test_bad_arguments_are_user_errors(ckpt: Path, extra: list[str], needle: str) -> None:
     with pytest.raises(ChatsmithError, match=needle):
         bench_generate_main(["--model", str(ckpt), *extra])
+
+
+def test_a_failing_engine_side_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    # The spawned process dies loading a checkpoint that is not there: the parent must
+    # report it rather than wait on the queue for figures that never come.
+    with pytest.raises(ChatsmithError, match="exit code 1"):
+        run_engine_side(str(tmp_path / "nope"), "cpu", "float32", 8, 8, 1, (2,), False, {}, "bf16")
 
 
 def test_missing_checkpoint_is_a_user_error(tmp_path: Path) -> None:

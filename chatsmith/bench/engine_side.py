@@ -7,6 +7,7 @@ does: a second thread with torch work slows the engine (engine/engine.py).
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue as queue_module
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from chatsmith import kernels
 from chatsmith.bench.workload import DTYPES, build_prompt, variants
 from chatsmith.checkpoint import load_checkpoint
 from chatsmith.common.device import set_threads
+from chatsmith.common.errors import ChatsmithError
 from chatsmith.engine.engine import Engine
 from chatsmith.engine.sampling import SamplingParams
 from chatsmith.tokenizer.bpe import BPETokenizer
@@ -150,6 +152,13 @@ def run_engine_side(*args: Any) -> dict[str, Any]:
     q = ctx.Queue()
     p = ctx.Process(target=_engine_side, args=(*args, q))
     p.start()
-    out = q.get()  # before join: a child blocks on exit until its queue is read
+    while True:  # read before join: a child blocks on exit until its queue is read
+        try:
+            out = q.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not p.is_alive():  # it died without figures (its traceback is on stderr)
+                why = f"chatsmith's side of the bench stopped (exit code {p.exitcode}); see above"
+                raise ChatsmithError(why) from None
     p.join()
     return out

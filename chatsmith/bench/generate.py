@@ -141,10 +141,11 @@ def _check_extras(positions: int, total: int, prefix_tokens: int | None, gguf: s
         raise ChatsmithError(
             f"--prompt-tokens + --new-tokens ({total}) exceed the model's context ({positions} tokens)"
         )
+    most = positions - 3  # the timed prompt is the shared start, 2 tokens of its own, and 1 generated
     if prefix_tokens is None:
-        prefix_tokens = min(512, positions - 2)
-    if not 16 <= prefix_tokens <= positions - 2:
-        raise ChatsmithError(f"--prefix-tokens must be in [16, {positions - 2}], got {prefix_tokens}")
+        prefix_tokens = min(512, most)
+    if not 16 <= prefix_tokens <= most:
+        raise ChatsmithError(f"--prefix-tokens must be in [16, {most}], got {prefix_tokens}")
     if gguf is not None and not Path(gguf).is_file():
         raise ChatsmithError(f"no GGUF file at {gguf}")
     return prefix_tokens
