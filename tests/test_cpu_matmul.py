@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,6 +79,15 @@ def test_with_amx_the_kernel_is_chosen_by_k_alone() -> None:
     # numbers must not change with the batch); other K through vdpbf16ps at every M.
     kind = torch.ops.chatsmith_cpu.bf16_matmul_kind
     assert (kind(64), kind(576), kind(90), kind(18)) == ("amx", "amx", "avx512_bf16", "avx512_bf16")
+
+
+@pytest.mark.skipif(not AMX, reason="no AMX on this CPU")
+def test_chatsmith_amx_0_keeps_every_call_on_vdpbf16ps() -> None:
+    code = "from chatsmith.kernels.cpu import build; import torch; build.load(); "
+    code += "print(torch.ops.chatsmith_cpu.bf16_matmul_kind(64))"
+    env = {**os.environ, "CHATSMITH_AMX": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "avx512_bf16"
 
 
 @needs_bf16
