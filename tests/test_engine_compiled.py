@@ -71,10 +71,11 @@ def test_compiled_engine_gives_each_prompt_the_tokens_of_the_eager_engine(model,
 
 @pytest.mark.parametrize("freeze", [True, False])
 @torch.inference_mode()
-def test_a_frozen_step_holds_the_weights_it_was_compiled_with(tiny_tok, freeze: bool) -> None:
-    """freeze folds the weights into the graph as constants and inductor prepacks the matrices
-    (copies in MKL's or oneDNN's layout, the fast CPU matmuls); without it the step reads the
-    live weights, as RL rollouts need."""
+def test_a_frozen_step_holds_the_weights_it_was_compiled_with(tiny_tok, freeze: bool, monkeypatch) -> None:
+    """Compiled in process, freeze folds the weights into the graph as constants and inductor
+    prepacks the matrices (copies in MKL's or oneDNN's layout, the fast CPU matmuls); without
+    it the step reads the live weights, as RL rollouts need."""
+    monkeypatch.setenv("CHATSMITH_AOT", "0")  # the ahead-of-time step: the test below
     model = peaky_engine_model(tiny_tok.vocab_size, seed=7)
     cache, _ = caches_with_prompts(model, [6])
     dec = CompiledDecode(model, cache, freeze=freeze)
@@ -88,11 +89,28 @@ def test_a_frozen_step_holds_the_weights_it_was_compiled_with(tiny_tok, freeze: 
 
 
 @torch.inference_mode()
-def test_each_decoder_compiles_its_own_graphs(tiny_tok) -> None:
+def test_the_ahead_of_time_step_reads_the_models_own_tensors(tiny_tok) -> None:
+    """A package holds no weights: its constants are the model's tensors, not copies (one set
+    of weights in memory, shared by the decode and prefill steps)."""
+    model = peaky_engine_model(tiny_tok.vocab_size, seed=7)
+    cache, _ = caches_with_prompts(model, [6])
+    dec = CompiledDecode(model, cache, freeze=True)
+    if not dec.ahead:
+        pytest.skip("no ahead-of-time step here (no C++ attention, or CHATSMITH_AOT=0)")
+    before = dec(torch.tensor([11]))
+    assert dec._aot is not None and before.abs().max() > 0
+    model.norm.weight.zero_()  # the last norm's scale: every hidden state, so every logit, is 0
+    cache.lengths[0] -= 1
+    assert dec(torch.tensor([11])).abs().max() == 0
+
+
+@torch.inference_mode()
+def test_each_decoder_compiles_its_own_graphs(tiny_tok, monkeypatch) -> None:
     """Frozen graphs differ per model. Compiled from one shared code object, they piled up
     there until dynamo refused to compile more (8 by default: the fifth model decoded in a
     process, e.g. a server reloading). The limit is lowered to 2 here so that two decoders
     show it: each has exactly its own two graphs (one sequence, and more)."""
+    monkeypatch.setenv("CHATSMITH_AOT", "0")  # compiled in process, as where AOT is not used
     with torch._dynamo.config.patch(recompile_limit=2):
         for seed in range(2):
             model = peaky_engine_model(tiny_tok.vocab_size, seed=20 + seed)

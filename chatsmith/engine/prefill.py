@@ -21,9 +21,13 @@ weights.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.fx.experimental._config as fx_config
 
+from chatsmith.common.log import warn
+from chatsmith.engine import aot
 from chatsmith.engine.decode import compile_own
 from chatsmith.model.attention import AttnMeta
 from chatsmith.model.gpt import GPT
@@ -31,9 +35,10 @@ from chatsmith.model.kv_cache import SlotKVCache
 
 
 class CompiledPrefill:
-    def __init__(self, model: GPT, cache: SlotKVCache) -> None:
-        self.model, self.cache = model, cache
-        self._run = compile_own(CompiledPrefill._forward, self)
+    def __init__(self, model: GPT, cache: SlotKVCache, ahead: bool = False) -> None:
+        """ahead: built ahead of time and kept on disk (engine/aot.py), as the decode step."""
+        self.model, self.cache, self.ahead = model, cache, ahead
+        self._run: Any = compile_own(CompiledPrefill._forward, self)  # or, warmed up, the AOT step
         self._warm = False
 
     def _forward(
@@ -71,8 +76,15 @@ class CompiledPrefill:
 
     @torch.inference_mode()
     def warm_up(self) -> None:
-        """Compile both graphs now, for one prompt and for several (on scratch inputs; the
-        cache is only read)."""
+        """Load or build the ahead-of-time step, else compile both graphs now, for one
+        prompt and for several (on scratch inputs; the cache is only read)."""
+        if self.ahead:
+            try:
+                self._run = aot.load_or_build(aot.PrefillStep(self.model), self.cache.k)
+                self._warm = True
+                return
+            except Exception as e:  # export and AOTInductor raise many kinds
+                warn(f"the ahead-of-time prefill failed ({type(e).__name__}: {e}); compiling it in process")
         dev = self.cache.device
         # Sizes that happen to be equal while tracing (3 tokens, 3 layers) must not become
         # one symbol, or a later call with them unequal would compile again.

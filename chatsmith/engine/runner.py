@@ -45,7 +45,8 @@ class ModelRunner:
         self.cache = SlotKVCache(n_slots, c.n_layer, c.n_kv_head, c.head_dim, max_len, w.device, kv_dtype)
         self.decoder = CompiledDecode(model, self.cache, freeze) if compile else None
         # Packed prompts through one compiled graph too, where its C++ attention runs (CPUs).
-        self.prefiller = CompiledPrefill(model, self.cache) if self.decoder and self.decoder.kernel else None
+        d = self.decoder
+        self.prefiller = CompiledPrefill(model, self.cache, d.ahead) if d and d.kernel else None
 
     def warm_up(self) -> None:
         """Compile the decode step now, if asked to; without a working compiler (inductor
